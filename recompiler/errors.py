@@ -1,0 +1,42 @@
+"""The exception hierarchy: every error a user can cause is a ``RecompilerError``.
+
+The CLI catches ``RecompilerError`` and prints its message as one line; anything
+else is a bug in recompiler and keeps its traceback.
+"""
+
+
+class RecompilerError(Exception):
+    """Base class of every error recompiler raises on purpose."""
+
+
+class InvalidGraph(RecompilerError):
+    """A node-cost graph breaks the contract of DESIGN.md (cycle, bad id, negative size...)."""
+
+
+class GraphFormatError(RecompilerError):
+    """A graph or plan file cannot be read: missing, malformed JSON, unknown format."""
+
+
+class BudgetError(RecompilerError):
+    """A budget specification that cannot be understood or is out of range."""
+
+
+class InfeasibleBudget(RecompilerError):
+    """No plan can reach the budget; the message names the smallest reachable peak."""
+
+    def __init__(self, message: str, *, floor_bytes: int | None = None, best_peak_bytes: int | None = None):
+        super().__init__(message)
+        self.floor_bytes = floor_bytes
+        self.best_peak_bytes = best_peak_bytes
+
+
+class UnknownSolver(RecompilerError):
+    """A solver name that is not registered; the message lists the known ones."""
+
+
+class SolverOptionError(RecompilerError):
+    """An option a solver does not take, or a value it cannot use."""
+
+
+class NativeUnavailable(RecompilerError):
+    """The C++ extension ``recompiler._native`` is not built."""
