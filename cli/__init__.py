@@ -1,0 +1,1 @@
+"""The ``recompile`` command line (installed as ``recompiler.cli``)."""
