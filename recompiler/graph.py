@@ -248,6 +248,13 @@ def _validate_group(graph: CostGraph, g: VariantGroup) -> None:
     for node in g.nodes:
         if not 0 <= node < graph.n:
             raise InvalidGraph(f"variant group {g.name!r} names out-of-range node id {node}")
+    base = g.options[0]
+    if len(base.compute) == k and len(base.memory) == k and (
+            any(float(graph.compute[v]) != float(c) for v, c in zip(g.nodes, base.compute))
+            or any(int(graph.memory[v]) != int(m) for v, m in zip(g.nodes, base.memory))
+            or (base.deps is not None and any(sorted(graph.deps[v]) != sorted(d) for v, d in zip(g.nodes, base.deps)))):
+        raise InvalidGraph(f"variant group {g.name!r}: option 0 must be the original lowering "
+                           "(the nodes' own compute, memory and deps)")
     for o in g.options:
         if len(o.compute) != k or len(o.memory) != k or (o.deps is not None and len(o.deps) != k):
             raise InvalidGraph(f"variant group {g.name!r} option {o.name!r} needs one entry per node ({k})")
