@@ -1,0 +1,1 @@
+"""Benchmark models, suites and scripts (not installed; run from the repository root)."""
