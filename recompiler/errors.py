@@ -40,3 +40,11 @@ class SolverOptionError(RecompilerError):
 
 class NativeUnavailable(RecompilerError):
     """The C++ extension ``recompiler._native`` is not built."""
+
+
+class ModelFileError(RecompilerError):
+    """A model file that cannot be loaded: missing, raising on import, or defining no model."""
+
+
+class CaptureError(RecompilerError):
+    """A model whose training step cannot be traced into one joint graph (or raises while traced)."""

@@ -1,0 +1,385 @@
+"""From a model to a node-cost graph: capture the AOTAutograd joint graph and lower it.
+
+:func:`capture` wraps ``model`` and its loss in one module, compiles it with
+``torch.compile(fullgraph=True, dynamic=False)`` and an ``aot_autograd`` backend whose
+``partition_fn`` records the joint forward+backward graph it is handed — the very graph
+(and ``num_fwd_outputs``) that the runtime's partition function will receive when it
+applies a plan — then stops compilation. Nothing runs for real: dynamo and AOTAutograd
+trace with fake tensors, so BatchNorm running stats and the RNG state are untouched.
+
+Lowering rules (DESIGN.md, "The node-cost graph"):
+
+* every fx node but ``output`` is one CostGraph node, in fx order (a topological order);
+  placeholders (parameters, buffers, inputs, tangents) and ``get_attr`` constants are
+  ``is_input``;
+* **views and aliases** (ops whose schema says the result aliases an input, ``detach``,
+  ``_unsafe_view``, in-place ops returning ``self``) get ``memory = 0`` and every consumer of
+  a view also depends on the view's *root* (the first non-view producer it aliases), so the
+  base is never freed while a view of it is in use;
+* **multi-output ops** (a tuple + ``getitem``s): the producer's memory is the sum of the
+  tensors it returns that the graph uses (all of them exist at once when it runs); each
+  ``getitem`` depends on the producer and carries its own tensor's bytes from then on, so a
+  small saved statistic (BatchNorm's mean, layer-norm's rstd) does not keep the big output
+  alive. The tuple lives only until its last ``getitem`` ran, right after the producer;
+  recomputing one output means rerunning the producer (its full cost) — which is what the
+  runtime does;
+* **pinned** (computed exactly once): ops with a mutable schema (``copy_`` of BatchNorm
+  running stats and ``num_batches_tracked``, any in-place op), random ops (tagged
+  ``nondeterministic_seeded``: dropout, ``rand*``, ``bernoulli``), collectives
+  (``_c10d_functional``/``c10d`` ops). Dropout is therefore never recomputed, so its mask and
+  the gradients are exactly those of an unplanned step; anything computed *from* the dropout
+  output may still be recomputed because it is deterministic given that output;
+* **outputs** (loss, buffer updates, gradients): ``is_output``; for a view output, its root.
+
+Example
+-------
+>>> import torch
+>>> cap = capture(torch.nn.Linear(4, 2), (torch.randn(3, 4),))
+>>> cap.graph.n > 0, cap.num_fwd_outputs
+(True, 1)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx
+
+from ..errors import CaptureError
+from ..graph import CostGraph
+from . import costs
+
+_COLLECTIVE_NAMESPACES = ("_c10d_functional", "c10d_functional", "c10d", "_dtensor")
+_EXTRA_VIEWS = {"_unsafe_view", "detach", "alias", "lift_fresh"}
+
+
+@dataclass
+class Captured:
+    """A captured training step: the fx joint graph, its CostGraph, and the maps between them.
+
+    ``node_ids[fx_name]`` is the CostGraph id of an fx node; ``fx_nodes[i]`` the fx node of
+    CostGraph node ``i`` (``graph.names[i]`` is its name). What issue 7's runtime needs to apply
+    a plan: ``joint`` (the GraphModule a ``partition_fn`` receives), ``num_fwd_outputs``, and the
+    id ↔ fx-node maps.
+    """
+
+    graph: CostGraph
+    joint: torch.fx.GraphModule
+    num_fwd_outputs: int
+    fx_nodes: list[torch.fx.Node]
+    node_ids: dict[str, int]
+    module_paths: list[str]
+    ops: list[str]
+    flops: np.ndarray
+    kinds: list[str]                  # "input", "view", "getitem", "op"
+    input_names: dict[str, str] = field(default_factory=dict)  # placeholder -> dynamo's source name
+    device_profile: str = "cpu"
+    profiled: bool = False
+
+    @property
+    def total_flops(self) -> int:
+        return int(self.flops.sum())
+
+    def module_of(self, name: str) -> str:
+        return self.module_paths[self.node_ids[name]]
+
+    def plan_stats(self) -> dict:
+        """What a plan JSON needs to be re-applied to this graph later (issue 7)."""
+        return {
+            "num_fwd_outputs": self.num_fwd_outputs,
+            "node_names": list(self.graph.names),
+            "module_paths": list(self.module_paths),
+            "device_profile": "profiled" if self.profiled else self.device_profile,
+        }
+
+
+class _Recorded(Exception):
+    """Raised from the partition function once the joint graph is recorded, to stop compiling."""
+
+
+# --------------------------------------------------------------------------- the loss
+def _tensor_leaves(out):
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, dict):
+        for v in out.values():
+            yield from _tensor_leaves(v)
+    elif isinstance(out, (tuple, list)):
+        for v in out:
+            yield from _tensor_leaves(v)
+    elif hasattr(out, "to_tuple"):  # HF ModelOutput
+        yield from _tensor_leaves(out.to_tuple())
+
+
+def default_loss(out):
+    """``out.loss`` when the output has one, else the sum of every floating tensor it holds."""
+    loss = getattr(out, "loss", None)
+    if loss is None and isinstance(out, dict):
+        loss = out.get("loss")
+    if isinstance(loss, torch.Tensor):
+        return loss
+    leaves = [t for t in _tensor_leaves(out) if t.is_floating_point() or t.is_complex()]
+    if not leaves:
+        raise CaptureError("the model's output holds no floating-point tensor to take a loss of; pass loss_fn")
+    total = leaves[0].sum()
+    for t in leaves[1:]:
+        total = total + t.sum()
+    return total
+
+
+class _WithLoss(torch.nn.Module):
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, args, kwargs):
+        return self.loss_fn(self.model(*args, **kwargs))
+
+
+def _split_inputs(example_inputs):
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
+
+
+# --------------------------------------------------------------------------- capture
+def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_profile: str = "cpu",
+            profile: bool = False, name: str | None = None, profile_runs: int = 5) -> Captured:
+    """Trace one training step of ``model`` on ``example_inputs`` and lower it to a CostGraph.
+
+    ``example_inputs`` is a tensor, a tuple of positional args, or a dict of keyword args.
+    ``loss_fn(output) -> scalar`` defaults to :func:`default_loss`. ``device_profile`` names a
+    roofline profile in :data:`costs.PROFILES`; ``profile=True`` times every node here instead.
+    Raises :class:`~recompiler.errors.CaptureError` when the step cannot be traced as one graph.
+    """
+    import torch._dynamo
+    import torch._functorch.config  # noqa: F401 - must be imported before aot_autograd reads it
+    from torch._dynamo.backends.common import aot_autograd
+
+    prof = costs.get_profile(device_profile)
+    args, kwargs = _split_inputs(example_inputs)
+    wrapper = _WithLoss(model, loss_fn or default_loss)
+    record: dict = {}
+
+    def partition(joint, joint_inputs, *, num_fwd_outputs, **_):
+        record["joint"], record["num_fwd_outputs"] = joint, num_fwd_outputs
+        raise _Recorded
+
+    def forward_only(gm, example):
+        raise CaptureError("nothing in the step requires a gradient (no parameter or input has requires_grad)")
+
+    def backend(gm, example):
+        record["input_names"] = [n.name for n in gm.graph.find_nodes(op="placeholder")]
+        return aot_autograd(fw_compiler=forward_only, bw_compiler=forward_only, partition_fn=partition,
+                            keep_inference_input_mutations=True)(gm, example)
+
+    compiled = torch.compile(wrapper, backend=backend, fullgraph=True, dynamic=False)
+    try:
+        compiled(args, kwargs)
+    except BaseException as e:  # noqa: BLE001 - unwrap: dynamo re-raises backend errors wrapped
+        inner = _find_cause(e, (_Recorded, CaptureError))
+        if isinstance(inner, CaptureError):
+            raise inner from None
+        if not isinstance(inner, _Recorded):
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise CaptureError(f"could not trace the model's training step: {_one_line(e)}") from e
+    finally:
+        torch._dynamo.reset()  # drop the half-compiled frame so a later capture starts clean
+    if "joint" not in record:
+        raise CaptureError("the model's training step produced no joint graph")
+    return lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
+                 name=name or type(model).__name__, input_names=record.get("input_names", []),
+                 profile_runs=profile_runs)
+
+
+def _find_cause(e: BaseException, kinds):
+    seen = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, kinds):
+            return x
+        stack += [getattr(x, "inner_exception", None), x.__cause__, x.__context__]
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    msg = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+# --------------------------------------------------------------------------- lowering
+def _schema(node: torch.fx.Node):
+    return getattr(node.target, "_schema", None)
+
+
+def is_view(node: torch.fx.Node) -> bool:
+    """The node's result aliases (part of) an input: a view, ``detach``, or an in-place op."""
+    if node.op != "call_function" or node.target is _getitem:
+        return False
+    schema = _schema(node)
+    if schema is None:
+        return False
+    if schema.name.split("::")[-1] in _EXTRA_VIEWS:
+        return True
+    return any(r.alias_info is not None for r in schema.returns)
+
+
+def is_random(node: torch.fx.Node) -> bool:
+    tags = getattr(node.target, "tags", ())
+    return torch.Tag.nondeterministic_seeded in tags
+
+
+def is_mutating(node: torch.fx.Node) -> bool:
+    schema = _schema(node)
+    return bool(schema is not None and schema.is_mutable)
+
+
+def is_collective(node: torch.fx.Node) -> bool:
+    ns = getattr(node.target, "namespace", None)
+    return ns in _COLLECTIVE_NAMESPACES
+
+
+from operator import getitem as _getitem  # noqa: E402
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    if node.op != "call_function":
+        return node.op
+    if node.target is _getitem:
+        return "getitem"
+    return str(getattr(node.target, "__name__", node.target)) if _schema(node) is None else \
+        f"{_schema(node).name.split('::')[-1]}{'.' + node.target._overloadname if getattr(node.target, '_overloadname', 'default') != 'default' else ''}"
+
+
+_L_PREFIX = re.compile(r"^L\['[^']*'\]")
+_ITEM = re.compile(r"\._modules\['([^']*)'\]|\['([^']*)'\]|\[(\d+)\]")
+
+
+def clean_module_path(raw: str, wrapper_attr: str = "model") -> str:
+    """``L['self']._modules['model'].layers[3]._modules['attn']`` → ``layers.3.attn``."""
+    s = _L_PREFIX.sub("", raw)
+    s = _ITEM.sub(lambda m: "." + (m.group(1) or m.group(2) or m.group(3)), s).lstrip(".")
+    parts = [p for p in s.split(".") if p]
+    if parts and parts[0] == wrapper_attr:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or node.meta.get("fwd_nn_module_stack") or {}
+    if not stack:
+        return ""
+    raw = list(stack.values())[-1]
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    return clean_module_path(str(raw))
+
+
+def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.DeviceProfile | str = "cpu",
+          timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5) -> Captured:
+    """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`."""
+    prof = costs.get_profile(profile)
+    nodes = [n for n in joint.graph.nodes if n.op != "output"]
+    (out_node,) = joint.graph.find_nodes(op="output")
+    ids = {n: i for i, n in enumerate(nodes)}
+    n = len(nodes)
+    kinds: list[str] = []
+    root: list[int] = list(range(n))       # the non-view node whose storage node i aliases
+    memory = np.zeros(n, dtype=np.int64)
+    compute = np.zeros(n, dtype=np.float64)
+    flops = np.zeros(n, dtype=np.int64)
+    is_input = np.zeros(n, dtype=bool)
+    pinned = np.zeros(n, dtype=bool)
+    deps: list[list[int]] = []
+
+    placeholders = [x for x in nodes if x.op == "placeholder"]
+    input_map = {p.name: src for p, src in zip((p for p in placeholders if p.name.startswith("primals")),
+                                               input_names)}
+
+    for i, node in enumerate(nodes):
+        direct = [ids[a] for a in node.all_input_nodes]
+        if node.op in ("placeholder", "get_attr"):
+            kinds.append("input")
+            is_input[i] = True
+            memory[i] = costs.tensor_bytes(node.meta.get("val"))
+            deps.append([])
+            continue
+        # consumers of a view also depend on the view's root (DESIGN.md)
+        ds = list(dict.fromkeys(direct + [root[d] for d in direct]))
+        deps.append(sorted(ds))
+        if node.target is _getitem:
+            kinds.append("getitem")
+            producer = ids[node.args[0]]
+            if kinds[producer] == "view":        # an element of split/unbind: a view as well
+                root[i] = root[producer]
+                kinds[-1] = "view"
+            else:
+                memory[i] = costs.tensor_bytes(node.meta.get("val"))
+            continue
+        if is_view(node):
+            kinds.append("view")
+            base = node.all_input_nodes[0] if node.all_input_nodes else None
+            if base is not None:
+                root[i] = root[ids[base]]
+        else:
+            kinds.append("op")
+            memory[i] = _output_bytes(node)
+            flops[i] = costs.node_flops(node)
+            seconds = costs.profile_node(node, runs=profile_runs) if timed else None
+            compute[i] = seconds if seconds is not None else costs.estimate_seconds(node, prof, int(flops[i]))
+        if is_mutating(node) or is_random(node) or is_collective(node):
+            pinned[i] = True
+
+    is_output = np.zeros(n, dtype=bool)
+    for a in torch.fx.node.map_aggregate(out_node.args[0], lambda x: x) or ():
+        if isinstance(a, torch.fx.Node):
+            for j in {ids[a], root[ids[a]]}:
+                if not is_input[j]:
+                    is_output[j] = True
+
+    is_backward = _backward_nodes(nodes, ids)
+    graph = CostGraph(names=[x.name for x in nodes], deps=deps, compute=compute, memory=memory,
+                      is_backward=is_backward, is_input=is_input, pinned=pinned, is_output=is_output,
+                      name=name)
+    return Captured(graph=graph, joint=joint, num_fwd_outputs=num_fwd_outputs, fx_nodes=nodes,
+                    node_ids={x.name: i for i, x in enumerate(nodes)},
+                    module_paths=[module_path(x) for x in nodes], ops=[_op_name(x) for x in nodes],
+                    flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed)
+
+
+def _output_bytes(node: torch.fx.Node) -> int:
+    """Bytes a node allocates: for a tuple, only the elements some ``getitem`` takes."""
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        users = list(node.users)
+        if users and all(u.target is _getitem for u in users):
+            used = {u.args[1] for u in users}
+            return sum(costs.tensor_bytes(v) for k, v in enumerate(val) if k in used)
+    return costs.tensor_bytes(val)
+
+
+def _backward_nodes(nodes, ids) -> np.ndarray:
+    """The partitioner's own tag where present, else: everything reachable from a tangent."""
+    out = np.zeros(len(nodes), dtype=bool)
+    tags = [x.meta.get("partitioner_tag") for x in nodes]
+    if any(t in ("is_forward", "is_backward", "must_be_in_forward") for t in tags):
+        for i, t in enumerate(tags):
+            out[i] = t == "is_backward" and nodes[i].op != "placeholder"
+        return out
+    for i, x in enumerate(nodes):
+        if x.op == "placeholder":
+            continue
+        out[i] = any((a.op == "placeholder" and a.name.startswith("tangents")) or out[ids[a]]
+                     for a in x.all_input_nodes)
+    return out
