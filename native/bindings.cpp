@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "fastsa.h"
 #include "graph.h"
 #include "simulate.h"
 
@@ -41,9 +42,67 @@ static py::tuple py_simulate(const Graph& g, py::array_t<int, py::array::c_style
     return py::make_tuple(r.error, r.step, r.node, r.dep, r.peak, r.cost, live);
 }
 
+// groups: [(nodes, [(exact, compute, memory, deps or None), ...]), ...]; config: a dict of FastSAConfig fields.
+static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget, const py::dict& config) {
+    std::vector<VariantGroupSpec> specs;
+    for (const auto& item : groups) {
+        auto gt = item.cast<py::tuple>();
+        VariantGroupSpec spec;
+        spec.nodes = gt[0].cast<std::vector<int>>();
+        for (const auto& o : gt[1].cast<py::list>()) {
+            auto ot = o.cast<py::tuple>();
+            VariantOptionSpec opt;
+            opt.exact = ot[0].cast<bool>();
+            opt.compute = ot[1].cast<std::vector<double>>();
+            opt.memory = ot[2].cast<std::vector<int64_t>>();
+            opt.has_deps = !ot[3].is_none();
+            if (opt.has_deps) opt.deps = ot[3].cast<std::vector<std::vector<int>>>();
+            spec.options.push_back(std::move(opt));
+        }
+        specs.push_back(std::move(spec));
+    }
+    FastSAConfig c;
+    c.stage1_iterations = config["stage1_iterations"].cast<int64_t>();
+    c.stage2_iterations = config["stage2_iterations"].cast<int64_t>();
+    c.slots = config["slots"].cast<int64_t>();
+    c.seed = config["seed"].cast<uint64_t>();
+    c.time_limit = config["time_limit"].cast<double>();
+    c.restarts = config["restarts"].cast<int>();
+    c.threads = config["threads"].cast<int>();
+    c.grouping = config["grouping"].cast<bool>();
+    c.max_group_size = config["max_group_size"].cast<int>();
+    c.allow_approx = config["allow_approx"].cast<bool>();
+    c.local_rotate = config["local_rotate"].cast<double>();
+    FastSAResult r;
+    {
+        py::gil_scoped_release release;
+        r = fastsa_solve(g, specs, budget, c);
+    }
+    py::dict out;
+    out["schedule"] = py::array_t<int>(r.schedule.size(), r.schedule.data());
+    out["variant"] = r.variant;
+    out["peak"] = r.peak;
+    out["cost"] = r.cost;
+    out["feasible"] = r.feasible;
+    out["best_restart"] = r.best_restart;
+    out["restarts_done"] = r.restarts_done;
+    out["iterations"] = r.iterations;
+    out["accepted"] = r.accepted;
+    out["stage1_iterations"] = r.stage1_iterations;
+    out["stage2_iterations"] = r.stage2_iterations;
+    out["slots"] = r.slots;
+    out["groups"] = r.groups;
+    out["seconds"] = r.seconds;
+    out["cpu_seconds"] = r.cpu_seconds;
+    out["timed_out"] = r.timed_out;
+    out["stage1_met_budget"] = r.stage1_met_budget;
+    return out;
+}
+
 PYBIND11_MODULE(_native, m) {
     m.doc() = "recompiler's C++ core: the fast simulator and the FastSA solver";
     py::class_<Graph>(m, "Graph").def_readonly("n", &Graph::n);
     m.def("make_graph", &make_graph);
     m.def("simulate", &py_simulate, py::arg("graph"), py::arg("schedule"), py::arg("want_live") = true);
+    m.def("fastsa", &py_fastsa, py::arg("graph"), py::arg("groups"), py::arg("budget"), py::arg("config"));
 }

@@ -40,6 +40,7 @@ SOLVERS: dict[str, str] = {
     "chen-sqrtn": "recompiler.solvers.chen:chen_sqrtn",
     "chen-greedy": "recompiler.solvers.chen:chen_greedy",
     "greedy-evict": "recompiler.solvers.greedy_evict:greedy_evict",
+    "fastsa": "recompiler.solvers.fastsa:fastsa",
 }
 
 DEFAULT_SOLVER = "greedy-evict"

@@ -1,0 +1,67 @@
+// FastSA (Imanishi et al., NeurIPS 2023): simulated annealing over a slot array with
+// recomputations, node grouping, and a range-add / range-max segment tree for the peak.
+// Plain C++17, no pybind11: bindings.cpp converts Python objects into these structs.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "graph.h"
+
+namespace recompiler {
+
+// One lowering of a variant group (DESIGN.md): per-node compute, bytes and, optionally, deps.
+// Option 0 carries the graph's own values (the caller fills them in).
+struct VariantOptionSpec {
+    bool exact = true;
+    std::vector<double> compute;           // one per group node
+    std::vector<int64_t> memory;           // one per group node
+    bool has_deps = false;
+    std::vector<std::vector<int>> deps;    // one list per group node when has_deps
+};
+
+struct VariantGroupSpec {
+    std::vector<int> nodes;
+    std::vector<VariantOptionSpec> options;
+};
+
+struct FastSAConfig {
+    int64_t stage1_iterations = 20000000;  // grouped stage; stops early once the budget is met
+    int64_t stage2_iterations = 2000000;   // ungrouped stage, fixed length
+    int64_t slots = 0;                     // slot-array length T; 0 = automatic (scales with the schedule)
+    uint64_t seed = 0;
+    double time_limit = -1.0;              // seconds for the whole solve; < 0 = none
+    int restarts = 2;                      // independent runs, best kept
+    int threads = 2;                       // restarts run on this many std::threads
+    bool grouping = true;                  // Algorithm 1 for stage 1
+    int max_group_size = 64;               // cap on the nodes one group may hold
+    bool allow_approx = false;             // variant options with exact == false allowed
+    double local_rotate = 0.5;             // share of rotate moves that stay near their slot
+};
+
+struct FastSAResult {
+    std::vector<int> schedule;   // node ids in execution order
+    std::vector<int> variant;    // option per variant group
+    int64_t peak = 0;            // the solver's own peak (bytes, always_live included); simulate re-judges
+    double cost = 0.0;
+    bool feasible = false;
+    int best_restart = -1;
+    int restarts_done = 0;
+    int64_t iterations = 0;      // all restarts
+    int64_t accepted = 0;
+    int64_t stage1_iterations = 0;
+    int64_t stage2_iterations = 0;
+    int64_t slots = 0;
+    int groups = 0;              // grouped ops in stage 1 of the best restart
+    double seconds = 0.0;        // wall clock of the whole solve
+    double cpu_seconds = 0.0;    // summed over restarts (per-thread run time)
+    bool timed_out = false;
+    bool stage1_met_budget = false;
+};
+
+// Run FastSA on `g` (option 0 of every variant group already applied) under `budget` bytes
+// (a peak including g.always_live). Deterministic for a seed unless the time limit cuts it short.
+FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& groups, int64_t budget,
+                          const FastSAConfig& config);
+
+}  // namespace recompiler

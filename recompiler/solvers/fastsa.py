@@ -1,0 +1,202 @@
+"""FastSA (Imanishi et al., NeurIPS 2023): simulated annealing over a schedule with recomputations.
+
+The algorithm lives in ``native/fastsa.cpp``; this module only prepares its inputs,
+picks the budget it anneals towards and returns a :class:`SolverResult` that
+:func:`~recompiler.plan.make_plan` re-judges with ``simulate``.
+
+Outline (../shared/papers/NOTES.md, "FastSA"): a vector of slots, mostly ``nop``,
+holds the original order spread evenly; each iteration adds a node into a ``nop``
+slot, removes one, or rotates one to another slot (validity from per-value sorted
+production and use times); the peak comes from a range-add / range-max segment
+tree in O(log T) per move; the objective is ``max(budget, peak) * cost`` with
+Metropolis acceptance on an exponential temperature schedule. Stage 1 anneals
+nodes grouped by Algorithm 1 and stops once the budget holds; stage 2 ungroups
+and removes redundant computation at lower temperatures. In stage 2 a move may
+also switch a variant group's option (``exact: false`` options only with
+``allow_approx``). Independent restarts run on ``threads`` std::threads; the best
+is kept, and the result is deterministic for a seed unless the time limit cuts it.
+
+A budget below the graph's floor (DESIGN.md, "The floor") cannot be met: FastSA then
+anneals towards the floor for a short time and returns its lowest peak, which
+``make_plan`` marks ``feasible=False``.
+
+>>> from recompiler.builders import training_chain
+>>> from recompiler.solvers import solve
+>>> plan = solve(training_chain(8), "60%", solver="fastsa", seed=1, stage2_iterations=20000)
+>>> plan.feasible
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import native
+from ..errors import SolverOptionError
+from ..graph import CostGraph
+from . import SolverResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class FastSAConfig:
+    """Options of the FastSA solver; every field can also be passed to ``solve`` by name."""
+
+    stage1_iterations: int = 20_000_000
+    """Iterations of stage 1 (grouped nodes) at most; it stops as soon as the budget holds (paper: 2e7)."""
+
+    stage2_iterations: int = 2_000_000
+    """Iterations of stage 2 (ungrouped nodes, lower temperatures), always run in full (paper: 2e6)."""
+
+    slots: int = 0
+    """Length T of the slot array (rounded up to a power of two); 0 picks 32 slots per scheduled node,
+    at least 2048. The paper uses 2^20; fewer slots keep the segment tree in cache."""
+
+    seed: int = 0
+    """Seed of the random moves; restart r derives its own stream from it."""
+
+    time_limit: float | None = None
+    """Wall-clock seconds for the whole solve (all restarts run within it); None = bounded by iterations only."""
+
+    restarts: int = 2
+    """Independent annealing runs; the best plan (feasible first, then cheapest) is kept."""
+
+    threads: int = 2
+    """std::threads the restarts run on (at most ``restarts``)."""
+
+    grouping: bool = True
+    """Group nodes with Algorithm 1 for stage 1 (False: stage 1 anneals plain nodes too)."""
+
+    max_group_size: int = 64
+    """Most nodes one group may hold (fan-out makes groups copy their producers)."""
+
+    local_rotate: float = 0.5
+    """Share of rotate moves whose target slot is near the node's slot rather than anywhere."""
+
+    floor_time: float = 2.0
+    """Seconds at most spent annealing towards the floor when the budget is below it."""
+
+
+def floor_bytes(graph: CostGraph, *, allow_approx: bool = False) -> int:
+    """A lower bound on the peak of any plan under any allowed variant choice (DESIGN.md, "The floor").
+
+    Per node: its own bytes plus its non-input inputs' bytes, each at the smallest size any allowed
+    option gives it, minimised over the options of the node's own group (which may change its inputs).
+    """
+    n = graph.n
+    min_mem = graph.memory.astype(np.int64).copy()
+    own_opts: dict[int, list[tuple[int, list[int]]]] = {}
+    for vg in graph.variant_groups:
+        for k, node in enumerate(vg.nodes):
+            for j, o in enumerate(vg.options):
+                if not (o.exact or allow_approx or j == 0):
+                    continue
+                mem = int(graph.memory[node]) if j == 0 else int(o.memory[k])
+                deps = graph.deps[node] if (j == 0 or o.deps is None) else o.deps[k]
+                min_mem[node] = min(min_mem[node], mem)
+                own_opts.setdefault(node, []).append((mem, deps))
+    best = 0
+    for v in range(n):
+        if graph.is_input[v]:
+            continue
+        choices = own_opts.get(v, [(int(graph.memory[v]), graph.deps[v])])
+        need = min(mem + sum(int(min_mem[d]) for d in set(deps) if not graph.is_input[d]) for mem, deps in choices)
+        best = max(best, need)
+    return best + graph.input_bytes + graph.fixed_memory
+
+
+def _groups_spec(graph: CostGraph) -> list:
+    """Variant groups for the native side; option 0 carries the graph's own values (as ``resolve`` does)."""
+    spec = []
+    for vg in graph.variant_groups:
+        opts = []
+        for j, o in enumerate(vg.options):
+            if j == 0:
+                opts.append((True, [float(graph.compute[v]) for v in vg.nodes],
+                             [int(graph.memory[v]) for v in vg.nodes], None))
+            else:
+                opts.append((bool(o.exact), [float(c) for c in o.compute], [int(m) for m in o.memory],
+                             None if o.deps is None else [[int(d) for d in ds] for ds in o.deps]))
+        spec.append(([int(v) for v in vg.nodes], opts))
+    return spec
+
+
+def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
+           allow_approx: bool = False, config: FastSAConfig | None = None,
+           stage1_iterations: int | None = None, stage2_iterations: int | None = None, slots: int | None = None,
+           restarts: int | None = None, threads: int | None = None, grouping: bool | None = None,
+           max_group_size: int | None = None, local_rotate: float | None = None) -> SolverResult:
+    """Plan ``graph`` under ``budget_bytes`` with FastSA (see the module docstring).
+
+    ``config`` gives every option at once; the keyword options override single fields.
+    ``seed`` and ``time_limit`` override the config's.
+    """
+    cfg = config or FastSAConfig()
+    overrides = {k: v for k, v in dict(
+        stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations, slots=slots,
+        restarts=restarts, threads=threads, grouping=grouping, max_group_size=max_group_size,
+        local_rotate=local_rotate, seed=seed, time_limit=time_limit).items() if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    _check(cfg)
+
+    floor = floor_bytes(graph, allow_approx=allow_approx)
+    target = int(budget_bytes)
+    limit = cfg.time_limit
+    below_floor = target < floor
+    if below_floor:
+        # Unreachable: anneal towards the floor itself, briefly, and report the lowest peak found.
+        target = floor
+        limit = cfg.floor_time if limit is None else min(limit, cfg.floor_time)
+    conf = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(NativeFields)}
+    conf.update(time_limit=-1.0 if limit is None else float(limit), allow_approx=bool(allow_approx),
+                seed=int(cfg.seed) & (2**64 - 1))
+    handle, _ = native.graph_handle(graph, graph.default_variant())
+    r = native.module().fastsa(handle, _groups_spec(graph), target, conf)
+    stats = {
+        "iterations": int(r["iterations"]),
+        "moves_per_second": (r["iterations"] / r["cpu_seconds"]) if r["cpu_seconds"] > 0 else 0.0,
+        "accepted": int(r["accepted"]),
+        "stage1_iterations": int(r["stage1_iterations"]),
+        "stage2_iterations": int(r["stage2_iterations"]),
+        "stage1_met_budget": bool(r["stage1_met_budget"]),
+        "groups": int(r["groups"]),
+        "slots": int(r["slots"]),
+        "restarts": int(r["restarts_done"]),
+        "best_restart": int(r["best_restart"]),
+        "timed_out": bool(r["timed_out"]),
+        "native_seconds": float(r["seconds"]),
+        "floor_bytes": floor,
+        "below_floor": below_floor,
+    }
+    variant = [int(x) for x in r["variant"]] or None
+    return SolverResult(schedule=np.asarray(r["schedule"]).tolist(), variant=variant, stats=stats)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NativeFields:
+    """The config fields the native core reads (the rest are handled here)."""
+
+    stage1_iterations: int
+    stage2_iterations: int
+    slots: int
+    seed: int
+    restarts: int
+    threads: int
+    grouping: bool
+    max_group_size: int
+    local_rotate: float
+
+
+def _check(cfg: FastSAConfig) -> None:
+    for name in ("stage1_iterations", "stage2_iterations", "slots"):
+        if getattr(cfg, name) < 0:
+            raise SolverOptionError(f"fastsa option {name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("restarts", "threads", "max_group_size"):
+        if getattr(cfg, name) < 1:
+            raise SolverOptionError(f"fastsa option {name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.time_limit is not None and cfg.time_limit < 0:
+        raise SolverOptionError(f"fastsa time_limit must be >= 0 seconds, got {cfg.time_limit}")
+    if not 0.0 <= cfg.local_rotate <= 1.0:
+        raise SolverOptionError(f"fastsa option local_rotate must be within [0, 1], got {cfg.local_rotate}")
