@@ -56,7 +56,7 @@ _COLLECTIVE_NAMESPACES = ("_c10d_functional", "c10d_functional", "c10d", "_dtens
 _EXTRA_VIEWS = {"_unsafe_view", "detach", "alias", "lift_fresh"}
 
 
-@dataclass
+@dataclass(repr=False)
 class Captured:
     """A captured training step: the fx joint graph, its CostGraph, and the maps between them.
 
@@ -76,8 +76,14 @@ class Captured:
     flops: np.ndarray
     kinds: list[str]                  # "input", "view", "getitem", "op"
     input_names: dict[str, str] = field(default_factory=dict)  # placeholder -> dynamo's source name
+    #: The real tensors dynamo passed for the graph's inputs (parameters, buffers, user inputs),
+    #: in the order of the joint graph's ``primals_*`` placeholders.
+    flat_inputs: list = field(default_factory=list)
     device_profile: str = "cpu"
     profiled: bool = False
+
+    def __repr__(self) -> str:
+        return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
 
     @property
     def total_flops(self) -> int:
@@ -176,6 +182,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
 
     def backend(gm, example):
         record["input_names"] = [n.name for n in gm.graph.find_nodes(op="placeholder")]
+        record["flat_inputs"] = list(example)
         return aot_autograd(fw_compiler=forward_only, bw_compiler=forward_only, partition_fn=partition,
                             keep_inference_input_mutations=True)(gm, example)
 
@@ -194,9 +201,11 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
         torch._dynamo.reset()  # drop the half-compiled frame so a later capture starts clean
     if "joint" not in record:
         raise CaptureError("the model's training step produced no joint graph")
-    return lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
-                 name=name or type(model).__name__, input_names=record.get("input_names", []),
-                 profile_runs=profile_runs)
+    cap = lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
+                name=name or type(model).__name__, input_names=record.get("input_names", []),
+                profile_runs=profile_runs)
+    cap.flat_inputs = record.get("flat_inputs", [])
+    return cap
 
 
 def _find_cause(e: BaseException, kinds):
@@ -237,8 +246,16 @@ def is_view(node: torch.fx.Node) -> bool:
 
 
 def is_random(node: torch.fx.Node) -> bool:
-    tags = getattr(node.target, "tags", ())
-    return torch.Tag.nondeterministic_seeded in tags
+    """Draws random numbers: tagged ``nondeterministic_seeded``, except attention with dropout_p = 0."""
+    if torch.Tag.nondeterministic_seeded not in getattr(node.target, "tags", ()):
+        return False
+    schema = _schema(node)
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    if "dropout_p" in names:  # scaled-dot-product attention: random only with dropout
+        k = names.index("dropout_p")
+        p = node.kwargs.get("dropout_p", node.args[k] if k < len(node.args) else schema.arguments[k].default_value)
+        return bool(p)
+    return True
 
 
 def is_mutating(node: torch.fx.Node) -> bool:

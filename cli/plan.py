@@ -1,0 +1,130 @@
+"""``recompile plan MODEL.py --budget 25%``: capture a model's training step and plan it."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import click
+
+from .common import EXIT_INFEASIBLE, console, infeasible_message, say, status, user_errors
+
+#: Rows of the "recomputed" table before the rest is summarised in one line.
+MAX_MODULE_ROWS = 25
+
+
+@click.command("plan")
+@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.option("--budget", "-b", required=True, help="Peak-memory budget: N% of the store-all peak, or bytes (12GiB, 500MB).")
+@click.option("--solver", "-s", default=None, help="Solver name (default: the best available). `recompile solvers` lists them.")
+@click.option("--device-profile", "-d", type=click.Choice(["cpu", "a100", "h100"]), default="cpu", show_default=True,
+              help="Roofline profile for compute costs.")
+@click.option("--profile", "timed", is_flag=True, help="Time every node on this machine instead of the roofline (slower).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here (atomically).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for randomized solvers.")
+@click.option("--time-limit", type=float, default=None, help="Seconds the solver may run.")
+def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit):
+    """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
+
+    MODEL_FILE defines build() -> (model, example_inputs), or module-level `model` and
+    `example_inputs`; optionally loss(output) -> scalar (default: output.loss, else the sum
+    of the outputs).
+    """
+    with user_errors():
+        from recompiler.budget import parse_budget
+        from recompiler.solvers import get_solver
+
+        get_solver(solver) if solver else None  # an unknown name fails before the slow capture
+        parse_budget(budget, baseline_peak=1)   # so does an unreadable budget
+
+        from recompiler.frontend.capture import capture
+        from recompiler.frontend.modelfile import load_model_file
+        from recompiler.simulate import baseline
+        from recompiler.solvers import solve
+
+        start = time.perf_counter()
+        with status(f"loading {model_file}"):
+            spec = load_model_file(model_file)
+        with status(f"capturing the training step of {spec.name}" + (" and timing every node" if timed else "")):
+            cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, device_profile=device_profile,
+                          profile=timed, name=spec.name)
+        capture_seconds = time.perf_counter() - start
+        graph = cap.graph
+        budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
+        with status(f"solving {graph.name} ({graph.n} nodes)"):
+            plan = solve(graph, budget_bytes, solver, seed=seed, time_limit=time_limit)
+        plan.stats.update(cap.plan_stats())
+        plan.stats["capture_seconds"] = round(capture_seconds, 3)
+        plan.stats["total_flops"] = cap.total_flops
+        if json_out:
+            plan.save(json_out)
+    out = console()
+    out.print(_summary(cap, plan, capture_seconds))
+    out.print(_recomputed_table(cap, plan))
+    if json_out:
+        say(f"plan written to {json_out}")
+    if not plan.feasible:
+        say(f"[bold red]infeasible:[/] {infeasible_message(plan, graph.local_bound(plan.variant))}")
+        raise SystemExit(EXIT_INFEASIBLE)
+
+
+def _summary(cap, plan, capture_seconds: float):
+    from rich.table import Table
+
+    from recompiler.budget import format_bytes
+
+    g = cap.graph
+    t = Table(title=f"{g.name} — {plan.solver}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("nodes", f"{g.n} ({int(g.is_input.sum())} inputs, {int((g.is_backward & ~g.is_input).sum())} backward, "
+                       f"{int(g.pinned.sum())} pinned)")
+    t.add_row("cost model", "profiled on this machine" if cap.profiled else f"roofline, {cap.device_profile}")
+    t.add_row("baseline peak", format_bytes(plan.baseline_peak_bytes))
+    t.add_row("budget", format_bytes(plan.budget_bytes))
+    colour = "green" if plan.feasible else "red"
+    t.add_row("planned peak", f"[{colour}]{format_bytes(plan.peak_bytes)}[/] ({100 * plan.peak_fraction:.1f}% of baseline)")
+    t.add_row("smallest reachable", format_bytes(g.local_bound(plan.variant)))
+    t.add_row("estimated overhead", f"{100 * plan.overhead:.2f}% ({plan.baseline_cost * 1e3:.2f} → {plan.cost * 1e3:.2f} ms)")
+    t.add_row("recomputed nodes", str(len(plan.recomputed)))
+    t.add_row("capture / solve", f"{capture_seconds:.1f} s / {plan.solve_seconds:.2f} s")
+    return t
+
+
+def _recomputed_table(cap, plan):
+    """Recomputations grouped by module path: nodes, extra runs, added compute, ops."""
+    from rich.table import Table
+
+    from recompiler.budget import format_bytes
+
+    g = cap.graph
+    runs: dict[int, int] = defaultdict(int)
+    for v in plan.schedule:
+        runs[v] += 1
+    rows: dict[str, dict] = defaultdict(lambda: {"nodes": 0, "extra": 0, "seconds": 0.0, "bytes": 0, "ops": defaultdict(int)})
+    for v, k in runs.items():
+        if k <= 1:
+            continue
+        r = rows[cap.module_paths[v] or "(top level)"]
+        r["nodes"] += 1
+        r["extra"] += k - 1
+        r["seconds"] += (k - 1) * float(g.compute[v])
+        r["bytes"] += int(g.memory[v])
+        r["ops"][cap.ops[v]] += 1
+    t = Table(title="recomputed, by module", title_justify="left", header_style="bold")
+    for col, just in (("module", "left"), ("nodes", "right"), ("extra runs", "right"), ("bytes", "right"),
+                      ("added ms", "right"), ("ops", "left")):
+        t.add_column(col, justify=just)
+    order = sorted(rows.items(), key=lambda kv: -kv[1]["seconds"])
+    for path, r in order[:MAX_MODULE_ROWS]:
+        ops = ", ".join(f"{op}×{c}" if c > 1 else op for op, c in sorted(r["ops"].items(), key=lambda x: -x[1])[:4])
+        t.add_row(path, str(r["nodes"]), str(r["extra"]), format_bytes(r["bytes"]), f"{r['seconds'] * 1e3:.3f}", ops)
+    if len(order) > MAX_MODULE_ROWS:
+        rest = order[MAX_MODULE_ROWS:]
+        t.add_row(f"… {len(rest)} more modules", str(sum(r["nodes"] for _, r in rest)),
+                  str(sum(r["extra"] for _, r in rest)), format_bytes(sum(r["bytes"] for _, r in rest)),
+                  f"{sum(r['seconds'] for _, r in rest) * 1e3:.3f}", "")
+    if not order:
+        t.add_row("(nothing recomputed)", "", "", "", "", "")
+    return t
+
