@@ -23,6 +23,7 @@ def solvers_command():
 
 
 cli.add_command(solve_command)
+cli.add_command(__import__("recompiler.cli.plan", fromlist=["plan_command"]).plan_command)
 
 
 def main():
