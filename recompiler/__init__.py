@@ -16,6 +16,7 @@ _EXPORTS = {
     "CostGraph": "graph", "VariantGroup": "graph", "VariantOption": "graph",
     "Plan": "plan", "load_plan": "plan", "SimResult": "simulate", "simulate": "simulate",
     "solve": "solvers", "RecompilerError": "errors",
+    "compile": "runtime.apply", "apply_plan": "runtime.apply",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,170 @@
+"""The ``recompiler`` dynamo backend: plan each captured graph, then partition it by the plan.
+
+After ``pip install``, ``torch.compile(model, backend="recompiler", options={...})`` finds
+this backend through the ``torch_dynamo_backends`` entry point. Options:
+
+``budget``         ``"25%"`` of each graph's store-all peak, or bytes (``"12GiB"``, ``1000``); default ``"50%"``
+``solver``         a name from ``recompile solvers``; default: the best available
+``device_profile`` the cost model's roofline profile (``cpu``, ``a100``, ``h100``); default ``cpu``
+``seed``, ``time_limit``, ``allow_approx``   passed to the solver
+``plan``           a plan JSON (``recompile plan``) to apply verbatim instead of solving
+
+**Graph breaks.** When dynamo splits the model into several graphs, each is planned on
+its own. A percentage budget applies to each graph's own baseline, so the whole step
+shrinks by about that fraction. An absolute budget is given to every graph in full:
+exact for the usual single graph; with several graphs their saved activations add up,
+so prefer a percentage there (a warning says so).
+
+Calls without grad (inference, ``torch.no_grad``) never reach the partitioner and run
+the captured graph unchanged.
+
+Example
+-------
+>>> import torch, recompiler.runtime.backend as rb
+>>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+>>> out = torch.compile(m, backend=rb.recompiler_backend, options={"budget": "60%"})(torch.randn(4, 8))
+>>> out.sum().backward()
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch._functorch.config  # noqa: F401 - must be imported before aot_autograd reads it
+from torch._dynamo.backends.common import aot_autograd
+from torch.fx.graph import _BoxedCodeGen
+
+from ..errors import SolverOptionError
+from ..plan import Plan, load_plan
+from .partition import PlanMismatch, partition_with_schedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What ``options={...}`` may hold (see the module docstring)."""
+
+    budget: str | int = "50%"
+    """Peak budget per graph: a percentage of its store-all peak, or bytes."""
+    solver: str | None = None
+    """Solver name; None picks the default solver."""
+    device_profile: str = "cpu"
+    """Roofline profile for compute costs."""
+    seed: int = 0
+    """Seed for randomized solvers."""
+    time_limit: float | None = None
+    """Seconds a solver may spend per graph."""
+    allow_approx: bool = False
+    """Allow inexact lowerings (variant options with exact=False)."""
+    plan: str | None = None
+    """Path of a plan JSON to apply instead of solving."""
+
+    @classmethod
+    def from_dict(cls, options: dict | None) -> "BackendOptions":
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
+                                    f"its options: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**options)
+
+
+@dataclass
+class CompiledGraphRecord:
+    """What the backend decided for one graph: the plan and the partition's saved values."""
+
+    plan: Plan
+    saved: list[str]
+    recomputed: int
+
+
+@dataclass
+class Session:
+    """The plans of every graph compiled by one backend instance (``recompiler.compile`` exposes it)."""
+
+    options: BackendOptions
+    graphs: list[CompiledGraphRecord] = field(default_factory=list)
+
+
+# The records of the most recent backend instance, for `recompile check` and tests.
+LAST_SESSION: Session | None = None
+
+
+def boxed_nop(gm: torch.fx.GraphModule, example_inputs):
+    """Run the fx graph as is, with boxed calling so saved activations die at their last use."""
+    gm.graph.set_codegen(_BoxedCodeGen())
+    gm.recompile()
+    forward = gm.forward
+
+    def run(args):
+        return forward(args)
+
+    run._boxed_call = True
+    return run
+
+
+def _plan_for(session: Session, captured) -> Plan:
+    from ..solvers import solve
+
+    opts = session.options
+    if opts.plan:
+        plan = load_plan(opts.plan)
+        names = plan.stats.get("node_names")
+        if names is not None and names != list(captured.graph.names):
+            raise PlanMismatch(
+                f"plan {opts.plan} was made for another graph ({len(names)} nodes; this one has "
+                f"{captured.graph.n}): re-run `recompile plan` on this model, or apply it with apply_plan(), "
+                "which compiles the model together with its loss as `recompile plan` traced it")
+        if len(plan.schedule) == 0 or max(plan.schedule) >= captured.graph.n:
+            raise PlanMismatch(f"plan {opts.plan} does not fit this graph")
+        return plan
+    if not isinstance(opts.budget, str) and session.graphs:
+        warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
+                      "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
+    return solve(captured.graph, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
+                 allow_approx=opts.allow_approx)
+
+
+def _partition_fn(session: Session):
+    from ..frontend.capture import lower
+
+    def partition(joint, joint_inputs, *, num_fwd_outputs, **_):
+        captured = lower(joint, num_fwd_outputs, profile=session.options.device_profile,
+                         name=f"graph{len(session.graphs)}")
+        plan = _plan_for(session, captured)
+        plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
+        part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
+                                       is_backward=captured.graph.is_backward)
+        session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed))
+        log.info("recompiler: %s planned to %.1f%% of its %d-byte peak (+%.1f%% compute), %d recomputations",
+                 captured.graph.name, 100 * plan.peak_fraction, plan.baseline_peak_bytes, 100 * plan.overhead,
+                 part.recomputed)
+        return part.fw_module, part.bw_module
+
+    return partition
+
+
+def make_backend(options: dict | BackendOptions | None = None):
+    """A fresh backend callable (with its own :class:`Session`) for ``torch.compile(backend=...)``."""
+    global LAST_SESSION
+    opts = options if isinstance(options, BackendOptions) else BackendOptions.from_dict(options)
+    session = Session(opts)
+    LAST_SESSION = session
+    inner = aot_autograd(fw_compiler=boxed_nop, bw_compiler=boxed_nop, partition_fn=_partition_fn(session),
+                         keep_inference_input_mutations=True)
+
+    def backend(gm, example_inputs, **_):
+        return inner(gm, example_inputs)
+
+    backend.session = session
+    return backend
+
+
+def recompiler_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None):
+    """The entry point dynamo calls for ``backend="recompiler"`` (options arrive as a keyword)."""
+    return make_backend(options)(gm, example_inputs)

@@ -1,0 +1,140 @@
+"""One training step eager and one under a plan: memory, time and gradients side by side.
+
+What ``recompile check`` prints and the runtime tests assert.
+
+>>> import torch
+>>> m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
+>>> r = check_step(m, (torch.randn(32, 64),), budget="80%", repeats=1)
+>>> r.max_grad_error < 1e-5
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..frontend.capture import _split_inputs, _WithLoss, default_loss
+from .backend import make_backend
+from .memory import measure_peak
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    eager_peak_bytes: int          # measured: bytes allocated by the eager step, peak
+    plan_peak_bytes: int           # measured: the same under the plan
+    predicted_peak_bytes: int      # simulate's peak minus the bytes alive before the step (inputs, params)
+    plan_simulated_peak_bytes: int
+    baseline_simulated_peak_bytes: int
+    eager_seconds: float           # median step time
+    plan_seconds: float
+    max_grad_error: float          # max over parameters of max|g - g_eager| / max|g_eager|
+    buffers_equal: bool            # running statistics (BatchNorm) identical after the step
+    loss_equal: bool
+    graphs: int
+    recomputations: int
+    feasible: bool
+    device: str
+
+    @property
+    def predicted_error(self) -> float:
+        """(measured − predicted) / predicted, for the planned step."""
+        return self.plan_peak_bytes / self.predicted_peak_bytes - 1 if self.predicted_peak_bytes else 0.0
+
+
+def _snapshot(model: torch.nn.Module):
+    return copy.deepcopy(model.state_dict())
+
+
+def _one_step(fn, model, state, seed, device):
+    model.load_state_dict(state)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    out = {}
+
+    def step():
+        loss = fn()
+        loss.backward()
+        out["loss"] = loss.detach()
+
+    start = time.perf_counter()
+    report = measure_peak(step, device=device)
+    seconds = time.perf_counter() - start
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+    buffers = [b.detach().clone() for b in model.buffers()]
+    return report.peak_bytes, seconds, grads, buffers, out["loss"]
+
+
+def _time_only(fn, model, state, seed, repeats):
+    times = []
+    for _ in range(repeats):
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        fn().backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def max_relative_error(got, expected) -> float:
+    worst = 0.0
+    for g, e in zip(got, expected):
+        if e is None and g is None:
+            continue
+        if e is None or g is None:
+            return float("inf")
+        scale = e.abs().max().item() or 1.0
+        worst = max(worst, (g - e).abs().max().item() / scale)
+    return worst
+
+
+def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: str | int = "50%",
+               solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
+               time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
+               device: str = "cpu") -> CheckReport:
+    """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
+
+    The model's state (parameters, BatchNorm statistics) is restored before every step, and
+    the RNG is re-seeded, so both steps see the same dropout masks.
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()  # a fresh backend each call: don't let dynamo's per-code cache fill up
+    args, kwargs = _split_inputs(example_inputs)
+    wrapper = _WithLoss(model, loss_fn or default_loss)
+    state = _snapshot(model)
+    eager = lambda: wrapper(args, kwargs)  # noqa: E731
+    options = {"plan": plan} if plan else {"budget": budget, "solver": solver, "device_profile": device_profile,
+                                          "seed": seed, "time_limit": time_limit}
+    backend = make_backend(options)
+    compiled = torch.compile(wrapper, backend=backend, dynamic=False)
+    planned = lambda: compiled(args, kwargs)  # noqa: E731
+
+    # Compile first (its fake-tensor tracing would otherwise be measured), then measure each once.
+    model.load_state_dict(state)
+    torch.manual_seed(seed)
+    planned().backward()
+    e_peak, _, e_grads, e_bufs, e_loss = _one_step(eager, model, state, seed, device)
+    p_peak, _, p_grads, p_bufs, p_loss = _one_step(planned, model, state, seed, device)
+    e_time = _time_only(eager, model, state, seed, repeats)
+    p_time = _time_only(planned, model, state, seed, repeats)
+    model.load_state_dict(state)
+    model.zero_grad(set_to_none=True)
+
+    records = backend.session.graphs
+    sim_peak = sum(r.plan.peak_bytes for r in records)
+    base_peak = sum(r.plan.baseline_peak_bytes for r in records)
+    alive_before = sum(r.plan.stats.get("input_bytes", 0) for r in records)
+    return CheckReport(
+        eager_peak_bytes=e_peak, plan_peak_bytes=p_peak, predicted_peak_bytes=sim_peak - alive_before,
+        plan_simulated_peak_bytes=sim_peak, baseline_simulated_peak_bytes=base_peak,
+        eager_seconds=e_time, plan_seconds=p_time, max_grad_error=max_relative_error(p_grads, e_grads),
+        buffers_equal=all(torch.equal(a, b) for a, b in zip(p_bufs, e_bufs)),
+        loss_equal=bool(torch.allclose(p_loss, e_loss, rtol=1e-6, atol=0)), graphs=len(records),
+        recomputations=sum(r.recomputed for r in records), feasible=all(r.plan.feasible for r in records),
+        device=device)

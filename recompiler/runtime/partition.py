@@ -1,0 +1,154 @@
+"""Plan → forward and backward fx graphs: the ``partition_fn`` side of AOTAutograd.
+
+Given the joint graph a ``partition_fn`` receives and a schedule over its nodes
+(CostGraph ids from :func:`recompiler.frontend.capture.lower`, one per fx node):
+
+1. the joint graph is rebuilt in schedule order, one fx node per *occurrence*: the
+   first occurrence is the node itself, a later one a copy (a recomputation) whose
+   arguments are the latest occurrences of its inputs, exactly as ``simulate`` reads
+   the schedule;
+2. the schedule splits where the backward begins (the first backward node); the
+   forward part, plus whatever the forward outputs need, is the forward graph;
+3. the *saved* values are the forward-part occurrences (parameters and inputs
+   included) that a backward-part occurrence reads;
+4. PyTorch's own extractor (``_extract_fwd_bwd_modules``, which also keeps
+   AOTAutograd's output conventions) cuts the rebuilt graph into the two modules.
+   It copies nodes in graph order, so both graphs follow the schedule; fx's code
+   generation frees every value after its last use.
+
+Example
+-------
+``partition_with_schedule(joint, num_fwd_outputs=1, schedule=plan.schedule)`` returns
+``(fw_module, bw_module)``; :mod:`recompiler.runtime.backend` calls it from its
+``partition_fn``.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.fx as fx
+from torch._functorch.partitioners import _extract_fwd_bwd_modules
+
+from ..errors import RecompilerError
+
+
+class PlanMismatch(RecompilerError):
+    """A plan's schedule does not fit the joint graph it is applied to."""
+
+
+@dataclass
+class Partitioned:
+    """The two modules, and what was saved across the boundary (for reports and tests)."""
+
+    fw_module: fx.GraphModule
+    bw_module: fx.GraphModule
+    saved: list[str]
+    recomputed: int
+
+
+def _is_tangent(node: fx.Node) -> bool:
+    return node.op == "placeholder" and "tangents" in node.name
+
+
+def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int],
+                            is_backward: Sequence[bool] | None = None) -> Partitioned:
+    """Cut ``joint`` into forward and backward modules that execute ``schedule``.
+
+    ``schedule`` holds ids of the non-output fx nodes of ``joint`` in graph order (the ids
+    :func:`~recompiler.frontend.capture.lower` gives). ``is_backward`` marks the nodes of
+    the backward part (default: the nodes that depend on a tangent).
+    """
+    nodes = [n for n in joint.graph.nodes if n.op != "output"]
+    (out_node,) = joint.graph.find_nodes(op="output")
+    n = len(nodes)
+    if is_backward is None:
+        is_backward = _depends_on_tangents(nodes)
+    schedule = [int(v) for v in schedule]
+    if any(not 0 <= v < n for v in schedule):
+        raise PlanMismatch(f"the plan's schedule names node ids outside this graph's {n} nodes")
+
+    new = fx.Graph()
+    latest: dict[fx.Node, fx.Node] = {}
+    # Placeholders and constants first, in their original order (AOTAutograd's calling convention).
+    for node in nodes:
+        if node.op in ("placeholder", "get_attr"):
+            latest[node] = new.node_copy(node)
+    split = next((t for t, v in enumerate(schedule) if is_backward[v]), len(schedule))
+    occurrence_part: dict[fx.Node, bool] = {}  # new node -> belongs to the backward part
+    recomputed = 0
+    seen: set[int] = set()
+    elements: dict[tuple, fx.Node] = {}  # (producer occurrence, index) -> its getitem
+    for t, v in enumerate(schedule):
+        node = nodes[v]
+        if node.op in ("placeholder", "get_attr"):
+            raise PlanMismatch(f"the plan schedules input {node.name!r}, which is never computed")
+        missing = [a.name for a in node.all_input_nodes if a not in latest]
+        if missing:
+            raise PlanMismatch(f"step {t}: {node.name!r} needs {missing[0]!r}, not computed before it")
+        if node.target is operator.getitem:
+            # An element of a multi-output op belongs with the occurrence of its producer: it is
+            # taken once per producer run, and never saved as the tuple itself.
+            producer = latest[node.args[0]]
+            key = (producer, node.args[1])
+            if key not in elements:
+                elements[key] = new.node_copy(node, lambda a: latest[a])
+                occurrence_part[elements[key]] = occurrence_part.get(producer, t >= split)
+            latest[node] = elements[key]
+            seen.add(v)
+            continue
+        copy = new.node_copy(node, lambda a: latest[a])
+        if v in seen:
+            recomputed += 1
+            copy.meta = dict(copy.meta)
+            copy.meta["recompiler_recompute"] = True
+        seen.add(v)
+        latest[node] = copy
+        occurrence_part[copy] = t >= split
+    unscheduled = [x.name for x in nodes if x not in latest]
+    if unscheduled:
+        raise PlanMismatch(f"the plan never computes {unscheduled[0]!r} (and {len(unscheduled) - 1} more)")
+    new_out = new.output(fx.node.map_arg(out_node.args[0], lambda a: latest[a]))
+    new_out.meta = dict(out_node.meta)
+
+    # Forward outputs must be produced by the forward graph, whatever the schedule says.
+    fwd_outs = [a for a in fx.node.map_aggregate(new_out.args[0][:num_fwd_outputs], lambda a: a)
+                if isinstance(a, fx.Node)]
+    stack = list(fwd_outs)
+    while stack:
+        x = stack.pop()
+        if occurrence_part.get(x):
+            occurrence_part[x] = False
+            stack.extend(x.all_input_nodes)
+
+    saved: dict[fx.Node, None] = {}
+    for x in new.nodes:
+        if occurrence_part.get(x):
+            for a in x.all_input_nodes:
+                if (occurrence_part.get(a) is False) or (a.op in ("placeholder", "get_attr") and not _is_tangent(a)):
+                    saved.setdefault(a, None)
+    for a in fx.node.map_aggregate(new_out.args[0][num_fwd_outputs:], lambda a: a):
+        # a gradient computed in the forward part (or an input passed through) is saved too
+        if isinstance(a, fx.Node) and not occurrence_part.get(a, True) and not _is_tangent(a):
+            saved.setdefault(a, None)
+
+    rebuilt = fx.GraphModule(joint, new)
+    saved_values = [x for x in saved if not _is_symbolic(x)]
+    saved_sym = [x for x in saved if _is_symbolic(x)]
+    fw, bw = _extract_fwd_bwd_modules(rebuilt, saved_values, saved_sym, num_fwd_outputs=num_fwd_outputs)
+    return Partitioned(fw, bw, [x.name for x in saved_values + saved_sym], recomputed)
+
+
+def _is_symbolic(node: fx.Node) -> bool:
+    return isinstance(node.meta.get("val"), (torch.SymInt, torch.SymFloat, torch.SymBool, int))
+
+
+def _depends_on_tangents(nodes: list[fx.Node]) -> list[bool]:
+    marked: set[fx.Node] = set()
+    for x in nodes:
+        if _is_tangent(x) or (x.op != "placeholder" and any(a in marked for a in x.all_input_nodes)):
+            marked.add(x)
+    return [x in marked and x.op != "placeholder" for x in nodes]
