@@ -338,6 +338,9 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
         if node.target is _getitem:
             kinds.append("getitem")
             producer = ids[node.args[0]]
+            # An element of a pinned op (dropout's output and mask) is taken once: taking it
+            # again would only keep the whole tuple alive, as the producer cannot rerun.
+            pinned[i] = pinned[producer]
             if kinds[producer] == "view":        # an element of split/unbind: a view as well
                 root[i] = root[producer]
                 kinds[-1] = "view"
@@ -353,7 +356,10 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
             kinds.append("op")
             memory[i] = _output_bytes(node)
             flops[i] = costs.node_flops(node)
-            seconds = costs.profile_node(node, runs=profile_runs) if timed else None
+            seconds = None
+            if timed:
+                with torch.random.fork_rng(devices=[]):  # timing random ops must not move the user's RNG
+                    seconds = costs.profile_node(node, runs=profile_runs)
             compute[i] = seconds if seconds is not None else costs.estimate_seconds(node, prof, int(flops[i]))
         if is_mutating(node) or is_random(node) or is_collective(node):
             pinned[i] = True

@@ -159,16 +159,16 @@ def estimate_seconds(node: torch.fx.Node, profile: DeviceProfile, flops: int | N
 
 # ------------------------------------------------------------------------------ profiling
 def _materialize(val, generator: torch.Generator):
-    """A real tensor like the fake ``val``: random floats, zeros for integer/bool (safe as indices)."""
+    """A real tensor like the fake ``val`` (same shape and strides): random floats, zeros for
+    integer/bool (safe as indices)."""
     if isinstance(val, torch.Tensor):
-        shape, dtype = tuple(int(s) for s in val.shape), val.dtype
+        shape, stride, dtype = tuple(int(s) for s in val.shape), tuple(int(s) for s in val.stride()), val.dtype
+        extent = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0
         if dtype.is_floating_point or dtype.is_complex:
-            t = torch.randn(shape, dtype=dtype, generator=generator)
+            flat = torch.randn(extent, dtype=dtype, generator=generator)
         else:
-            t = torch.zeros(shape, dtype=dtype)
-        if val.dim() > 0 and not val.is_contiguous():
-            t = torch.empty_strided(shape, tuple(int(s) for s in val.stride()), dtype=dtype).copy_(t)
-        return t
+            flat = torch.zeros(extent, dtype=dtype)
+        return flat.as_strided(shape, stride)
     if isinstance(val, (tuple, list)):
         return type(val)(_materialize(v, generator) for v in val)
     return val
@@ -183,12 +183,12 @@ def profile_node(node: torch.fx.Node, *, runs: int = 5, warmup: int = 1, seed: i
     if node.op != "call_function" or not callable(node.target):
         return None
     gen = torch.Generator().manual_seed(seed)
-    env = {a: _materialize(a.meta.get("val"), gen) for a in node.all_input_nodes}
-    args = torch.fx.node.map_arg(node.args, lambda a: env[a])
-    kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
     mutable = getattr(getattr(node.target, "_schema", None), "is_mutable", False)
     times = []
     try:
+        env = {a: _materialize(a.meta.get("val"), gen) for a in node.all_input_nodes}
+        args = torch.fx.node.map_arg(node.args, lambda a: env[a])
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
         for i in range(warmup + runs):
             if mutable:  # an in-place op gets fresh copies so repeated runs see the same input
                 args = torch.fx.node.map_aggregate(args, lambda a: a.clone() if isinstance(a, torch.Tensor) else a)

@@ -1,0 +1,125 @@
+"""``recompile plan MODEL.py``: a successful run, the plan file, and one-line errors with exit codes."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recompiler.cli.main import cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+SMALL_MLP = """
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(64, 64), nn.Tanh()]
+    return nn.Sequential(*layers), (torch.randn(512, 64),)
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def model_file(tmp_path, text, name="model.py"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_plan_example_writes_a_plan_that_resimulates(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("plan", EXAMPLES / "mlp.py", "--budget", "60%", "--solver", "chen-greedy", "--json", out)
+    assert r.exit_code == 0, r.output
+    for text in ("baseline peak", "planned peak", "estimated overhead", "recomputed, by module", "chen-greedy"):
+        assert text in r.output
+    plan = json.loads(out.read_text())
+    assert plan["feasible"] and plan["peak_bytes"] <= plan["budget_bytes"] and plan["recomputed"]
+    assert f"{100 * plan['peak_bytes'] / plan['baseline_peak_bytes']:.1f}% of baseline" in r.output
+    # what the runtime needs to re-apply the plan: node names and the forward/backward split
+    stats = plan["stats"]
+    assert stats["num_fwd_outputs"] == 1 and len(stats["node_names"]) == len(stats["module_paths"])
+    assert all(stats["node_names"][v] for v in plan["schedule"])
+    # the plan re-simulates on a fresh capture of the same model
+    from recompiler.frontend import capture
+    from recompiler.frontend.modelfile import load_model_file
+    from recompiler.simulate import simulate
+
+    spec = load_model_file(EXAMPLES / "mlp.py")
+    g = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn).graph
+    assert g.names == stats["node_names"]
+    assert simulate(g, plan["schedule"], plan["variant"]).peak_bytes == plan["peak_bytes"]
+    # recomputed modules are named by their path in the model ("0", "2", ... in a Sequential)
+    assert any(p.isdigit() for p in {stats["module_paths"][stats["node_names"].index(n)] for n in plan["recomputed"]})
+
+
+def test_module_level_model_and_loss(tmp_path):
+    p = model_file(tmp_path, """
+        import torch
+        model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+        example_inputs = torch.randn(256, 32)
+        def loss(out):
+            return out.pow(2).mean()
+    """)
+    r = run("plan", p, "--budget", "100%", "--device-profile", "h100")
+    assert r.exit_code == 0, r.output
+    assert "roofline, h100" in r.output
+
+
+def test_unreachable_budget_names_the_floor_writes_plan_exit_3(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("plan", model_file(tmp_path, SMALL_MLP), "--budget", "1%", "--solver", "chen-greedy", "--json", out)
+    assert r.exit_code == 3
+    assert "no schedule can go below" in r.output
+    assert json.loads(out.read_text())["feasible"] is False
+
+
+@pytest.mark.parametrize("case,text,msg", [
+    ("nothing defined", "x = 1\n", "defines neither build() nor"),
+    ("import raises", "raise RuntimeError('boom at import')\n", "RuntimeError: boom at import"),
+    ("build raises", "def build():\n    raise ValueError('no weights here')\n", "build() raised ValueError: no weights here"),
+    ("not a module", "model = 3\nexample_inputs = ()\n", "not a torch.nn.Module"),
+    ("forward raises", "import torch\nmodel = torch.nn.Linear(4, 2)\nexample_inputs = torch.randn(3, 5)\n",
+     "could not trace"),
+    ("no grad", "import torch\nmodel = torch.nn.Linear(4, 2).requires_grad_(False)\nexample_inputs = torch.randn(3, 4)\n",
+     "requires a gradient"),
+])
+def test_model_file_errors_one_line_exit_2(tmp_path, case, text, msg):
+    out = tmp_path / "plan.json"
+    r = run("plan", model_file(tmp_path, text), "--budget", "50%", "--json", out)
+    assert r.exit_code == 2, r.output
+    assert msg in r.output and "Traceback" not in r.output
+    assert r.output.strip().count("\n") == 0, r.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["plan", "nope.py", "--budget", "50%"], "model file not found: nope.py"),
+    (["plan", "MODEL", "--budget", "150%"], "out of range"),
+    (["plan", "MODEL", "--budget", "lots"], "cannot read budget"),
+    (["plan", "MODEL", "--budget", "50%", "--solver", "magic"], "unknown solver 'magic'"),
+])
+def test_usage_errors_fail_before_capture(tmp_path, args, msg):
+    args = [str(model_file(tmp_path, SMALL_MLP)) if a == "MODEL" else a for a in args]
+    out = tmp_path / "plan.json"
+    r = run(*args, "--json", out)
+    assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_subprocess_error_is_one_stderr_line(tmp_path):
+    """The real console script: the error goes to stderr as one line, stdout stays empty."""
+    p = model_file(tmp_path, "def build():\n    raise KeyError('missing')\n")
+    r = subprocess.run([sys.executable, "-m", "recompiler.cli.main", "plan", str(p), "--budget", "50%"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
