@@ -381,6 +381,15 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
                     flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed)
 
 
+def reachable_floor(graph: CostGraph, variant=None) -> int:
+    """The smallest peak any schedule can reach: the local bound of DESIGN.md, or — often higher
+    for a training step — every input plus every output (gradients, loss, buffer updates), all
+    live at the last step."""
+    mem = graph.resolve(variant).memory
+    at_end = graph.input_bytes + int(mem[graph.is_output & ~graph.is_input].sum()) + graph.fixed_memory
+    return max(graph.local_bound(variant), at_end)
+
+
 def _output_bytes(node: torch.fx.Node) -> int:
     """Bytes a node allocates: for a tuple, only the elements some ``getitem`` takes."""
     val = node.meta.get("val")

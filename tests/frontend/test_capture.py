@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from recompiler.errors import CaptureError
 from recompiler.frontend import capture
-from recompiler.frontend.capture import clean_module_path
+from recompiler.frontend.capture import clean_module_path, reachable_floor
 from recompiler.frontend.costs import EXTRA_FLOP_FORMULAS
 from recompiler.simulate import baseline, simulate
 from recompiler.solvers import solve
@@ -150,6 +150,14 @@ def test_mlp_nodes_and_bytes(mlp):
     assert cap.num_fwd_outputs == 1
 
 
+def test_reachable_floor_counts_inputs_and_outputs_at_the_end(mlp):
+    _, _, cap = mlp
+    g = cap.graph
+    at_end = 4 * (32 + 8 + 12 + 16 + 2 + 1) + 4 * (1 + 32 + 8 + 16 + 2)   # inputs + loss + gradients
+    assert reachable_floor(g) == max(g.local_bound(), at_end)
+    assert simulate(g, g.baseline_schedule()).live_bytes[-1] >= at_end
+
+
 def test_mlp_flops_match_flop_counter(mlp):
     m, x, cap = mlp
     # addmm 3x4x8 and 3x8x2 forward; backward: dX of layer 1 (3x2x8), dW (2x3x8), dW (8x3x4) — x needs no grad.
@@ -210,7 +218,9 @@ def test_cnn_flops_match_flop_counter(cnn):
 def test_block_dropout_pinned_attention_not(block):
     _, _, cap = block
     g = cap.graph
-    assert [cap.ops[i] for i in range(g.n) if g.pinned[i]] == ["native_dropout"]
+    assert [cap.ops[i] for i in range(g.n) if g.pinned[i]] == ["native_dropout", "getitem", "getitem"]
+    (drop,) = by_op(cap, "native_dropout")
+    assert all(g.deps[i] == [drop] for i in range(g.n) if g.pinned[i] and i != drop)  # its output and mask
     (attn,) = by_op(cap, "_scaled_dot_product_flash_attention_for_cpu")
     assert not g.pinned[attn]
 
