@@ -41,6 +41,8 @@ SOLVERS: dict[str, str] = {
     "chen-greedy": "recompiler.solvers.chen:chen_greedy",
     "greedy-evict": "recompiler.solvers.greedy_evict:greedy_evict",
     "fastsa": "recompiler.solvers.fastsa:fastsa",
+    "checkmate-milp": "recompiler.solvers.checkmate_milp:checkmate_milp",
+    "checkmate-lp": "recompiler.solvers.checkmate_lp:checkmate_lp",
 }
 
 DEFAULT_SOLVER = "greedy-evict"

@@ -1,0 +1,99 @@
+"""``checkmate-lp``: Checkmate's LP relaxation with rounding (Jain et al., MLSys 2020, §5).
+
+Solve the relaxation of the Checkmate model (:mod:`.checkmate_model`) with GLOP at
+``lp_budget_fraction`` × budget (0.9: rounding tends to add memory), round its
+fractional S (deterministic thresholds 0.1..0.9 and ``random_draws`` seeded
+Bernoulli draws), rebuild the cheapest R for each rounded S in closed form, judge
+each schedule with ``simulate`` and keep the cheapest one that fits the budget
+(else the one with the lowest peak). The relaxation at the full budget is solved
+too: its objective is ``stats["lower_bound_cost"]``, a lower bound on the cost of
+every staged schedule that fits (0.9 × budget would not be a bound), and its S is
+rounded as well.
+
+>>> from recompiler.builders import training_chain
+>>> from recompiler.solvers import solve
+>>> plan = solve(training_chain(6), 5, solver="checkmate-lp")
+>>> plan.feasible, plan.stats["lower_bound_cost"] <= plan.cost
+(True, True)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import InfeasibleBudget
+from ..graph import CostGraph
+from ..simulate import simulate
+from . import SolverResult
+from .checkmate_model import DEFAULT_MEMORY_CAP, Formulation, solve_lp
+
+DEFAULT_TIME_LIMIT = 300.0
+THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+
+
+def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
+                 lp_budget_fraction: float = 0.9, random_draws: int = 32,
+                 memory_cap_bytes: int = DEFAULT_MEMORY_CAP) -> SolverResult:
+    """LP relaxation + two-phase rounding (module docstring).
+
+    Options (keyword-only):
+
+    - ``time_limit``: seconds for the whole call; each LP gets up to 40% of it.
+    - ``lp_budget_fraction``: budget factor of the LP whose S is rounded (Checkmate: 0.9).
+    - ``random_draws``: randomized roundings per LP solution, seeded by ``seed``.
+    - ``memory_cap_bytes``: refuse (``ModelTooLarge``) a model whose estimated size exceeds this.
+    """
+    start = time.monotonic()
+    limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
+    floor = graph.local_bound()
+    if budget_bytes < floor:
+        raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
+                               f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+    full = Formulation(graph, budget_bytes)
+    size = full.check_size(memory_cap_bytes)
+    stats: dict = {"variables": size.variables, "constraints": size.constraints}
+
+    t0 = time.monotonic()
+    bound, s_full, status_full = solve_lp(full, time_limit=0.4 * limit)
+    stats.update(lower_bound_cost=bound, lp_status=status_full, lp_seconds=round(time.monotonic() - t0, 3))
+    fractional: list[np.ndarray] = []
+    reduced_budget = int(lp_budget_fraction * budget_bytes)
+    if lp_budget_fraction < 1.0 and reduced_budget >= floor:
+        left = limit - (time.monotonic() - start)
+        if left > 1.0:
+            _, s_low, status_low = solve_lp(Formulation(graph, reduced_budget), time_limit=min(0.4 * limit, left))
+            stats["lp_reduced_status"] = status_low
+            if s_low is not None:
+                fractional.append(s_low)
+    if s_full is not None:
+        fractional.append(s_full)
+    if not fractional:
+        # No LP solution in time: nothing to round; store-all is judged infeasible by make_plan.
+        stats["roundings"] = 0
+        return SolverResult(graph.baseline_schedule(), stats=stats)
+
+    rng = np.random.default_rng(seed)
+    candidates: list[np.ndarray] = []
+    for S in fractional:
+        candidates.extend(S >= th - 1e-9 for th in THRESHOLDS)
+        candidates.extend(rng.random(S.shape) < S for _ in range(random_draws))
+    best = None
+    tried: set[bytes] = set()
+    for S in candidates:
+        if time.monotonic() - start > limit and best is not None:
+            break
+        key = np.packbits(S).tobytes()
+        if key in tried:
+            continue
+        tried.add(key)
+        schedule = full.schedule_from_r(full.cheapest_r(S))
+        r = simulate(graph, schedule)
+        fits = r.peak_bytes <= budget_bytes
+        rank = (0, r.cost, r.peak_bytes) if fits else (1, r.peak_bytes, r.cost)
+        if best is None or rank < best[0]:
+            best = (rank, schedule)
+    stats["roundings"] = len(tried)
+    stats["rounding_fits"] = best[0][0] == 0
+    return SolverResult(best[1], stats=stats)

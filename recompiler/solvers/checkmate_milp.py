@@ -1,0 +1,166 @@
+"""``checkmate-milp``: Checkmate's exact MILP (Jain et al., MLSys 2020), solved with OR-Tools.
+
+The formulation, and why its optimum is exact for our ``simulate`` semantics, is in
+:mod:`recompiler.solvers.checkmate_model`. The default backend is CP-SAT; SCIP and
+HiGHS (through pywraplp) are kept as options (``backend="scip"``/``"highs"``).
+CP-SAT won on this machine: it proved optimality fastest on the graphs we timed
+(numbers in the module-level ``BACKEND_TIMINGS`` note below), and it works in exact
+integer arithmetic, so a plan it calls feasible never overshoots the budget by a
+tolerance, which a floating-point MIP can do with byte-sized coefficients.
+
+On a time-out the best incumbent is returned with ``optimal: False`` and the
+proven relative gap; the LP relaxation at the full budget is solved first and its
+objective recorded as ``lower_bound_cost``.
+
+>>> from recompiler.builders import training_chain
+>>> from recompiler.solvers import solve
+>>> plan = solve(training_chain(4), 4, solver="checkmate-milp")
+>>> plan.feasible, plan.cost, plan.stats["milp_cost"], plan.stats["optimal"]
+(True, 12.0, 12.0, True)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from ..errors import InfeasibleBudget, SolverOptionError
+from ..graph import CostGraph
+from . import SolverResult
+from .checkmate_model import DEFAULT_MEMORY_CAP, Formulation, LinearModel, solve_lp, to_pywraplp
+
+#: Backend timings behind the default (seconds to a proven optimum, 2-core CPU):
+#: see the docstring of :func:`checkmate_milp` and the closing note of issue 5.
+BACKENDS = ("cp-sat", "scip", "highs")
+DEFAULT_TIME_LIMIT = 300.0
+
+
+def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
+                   backend: str = "cp-sat", lp_bound: bool = True, memory_cap_bytes: int = DEFAULT_MEMORY_CAP,
+                   num_workers: int | None = None) -> SolverResult:
+    """Solve Checkmate's MILP for ``graph`` under ``budget_bytes``.
+
+    Options (keyword-only):
+
+    - ``backend``: ``"cp-sat"`` (default), ``"scip"`` or ``"highs"``.
+    - ``time_limit``: seconds for the whole call (LP bound included); default 300.
+    - ``lp_bound``: also solve the LP relaxation at the full budget and record its
+      objective as ``stats["lower_bound_cost"]``.
+    - ``memory_cap_bytes``: refuse (``ModelTooLarge``) a model whose estimated size exceeds this.
+    - ``num_workers``: CP-SAT search workers (default: every core).
+
+    Raises ``InfeasibleBudget`` when the budget is below the graph's local bound or the
+    solver proves that no staged schedule fits.
+    """
+    if backend not in BACKENDS:
+        raise SolverOptionError(f"checkmate-milp backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    start = time.monotonic()
+    limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
+    floor = graph.local_bound()
+    if budget_bytes < floor:
+        raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
+                               f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+    form = Formulation(graph, budget_bytes)
+    size = form.check_size(memory_cap_bytes)
+    stats: dict = {"backend": backend, "variables": size.variables, "constraints": size.constraints}
+
+    if lp_bound:
+        t0 = time.monotonic()
+        bound, _, lp_status = solve_lp(form, time_limit=max(1.0, 0.3 * limit))
+        stats["lower_bound_cost"] = bound
+        stats["lp_status"] = lp_status
+        stats["lp_seconds"] = round(time.monotonic() - t0, 3)
+
+    t0 = time.monotonic()
+    lm = form.build(integer=True)
+    stats["build_seconds"] = round(time.monotonic() - t0, 3)
+    remaining = max(1.0, limit - (time.monotonic() - start))
+    t0 = time.monotonic()
+    if backend == "cp-sat":
+        status, values, objective, bound = _solve_cpsat(form, lm, remaining, seed, num_workers)
+    else:
+        status, values, objective, bound = _solve_pywraplp(lm, remaining, backend.upper())
+    stats["milp_seconds"] = round(time.monotonic() - t0, 3)
+    stats["status"] = status
+    if status == "infeasible":
+        raise InfeasibleBudget(f"checkmate-milp proved that no staged schedule of {graph.name!r} fits "
+                               f"{budget_bytes:,} B (local bound {floor:,} B)", floor_bytes=floor)
+    stats["optimal"] = status == "optimal"
+    if values is None:
+        # No incumbent within the time limit: hand back the store-all schedule, which
+        # make_plan judges infeasible for any budget below the baseline peak.
+        stats.update(milp_cost=None, best_bound=bound, gap=None)
+        return SolverResult(graph.baseline_schedule(), stats=stats)
+    R = lm.r_matrix(values, form.m)
+    schedule = form.schedule_from_r(R)
+    stats["milp_cost"] = objective
+    stats["best_bound"] = bound
+    stats["gap"] = _gap(objective, bound)
+    return SolverResult(schedule, stats=stats)
+
+
+def _gap(objective: float, bound: float | None) -> float | None:
+    if bound is None or not math.isfinite(bound):
+        return None
+    if objective == 0:
+        return 0.0
+    return max(0.0, (objective - bound) / abs(objective))
+
+
+def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: int, num_workers: int | None):
+    from ortools.sat.python import cp_model
+
+    model = cp_model.CpModel()
+    x = [model.new_bool_var("") if (lb == 0 and ub == 1) else model.new_int_var(int(lb), int(ub), "")
+         for lb, ub in zip(lm.lb, lm.ub)]
+    for terms, lb, ub in lm.rows:
+        expr = cp_model.LinearExpr.weighted_sum([x[v] for v, _ in terms], [int(c) for _, c in terms])
+        if lb == ub:
+            model.add(expr == int(lb))
+        elif lb == -math.inf:
+            model.add(expr <= math.floor(ub))
+        elif ub == math.inf:
+            model.add(expr >= math.ceil(lb))
+        else:
+            model.add_linear_constraint(expr, math.ceil(lb), math.floor(ub))
+    obj_vars = [(v, c) for v, c in enumerate(lm.obj) if c]
+    integral = all(float(c).is_integer() for _, c in obj_vars) and float(lm.obj_const).is_integer() \
+        and sum(abs(c) for _, c in obj_vars) + abs(lm.obj_const) < 2**53
+    coefs = [int(c) if integral else float(c) for _, c in obj_vars]
+    const = int(lm.obj_const) if integral else float(lm.obj_const)
+    model.minimize(cp_model.LinearExpr.weighted_sum([x[v] for v, _ in obj_vars], coefs) + const)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = float(time_limit)
+    solver.parameters.num_workers = int(num_workers or os.cpu_count() or 1)
+    solver.parameters.random_seed = int(seed)
+    code = solver.solve(model)
+    status = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "time limit",
+              cp_model.INFEASIBLE: "infeasible", cp_model.MODEL_INVALID: "model invalid"}.get(code, "no solution")
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return status, None, None, (solver.best_objective_bound if code == cp_model.UNKNOWN else None)
+    values = np.zeros(lm.num_vars)
+    for v in lm.R.values():
+        values[v] = solver.value(x[v])
+    return status, values, float(solver.objective_value), float(solver.best_objective_bound)
+
+
+def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str):
+    from ortools.linear_solver import pywraplp
+
+    solver = pywraplp.Solver.CreateSolver(backend)
+    if solver is None:
+        raise SolverOptionError(f"OR-Tools was built without {backend}")
+    x = to_pywraplp(solver, lm)
+    solver.SetTimeLimit(max(1, int(time_limit * 1000)))
+    code = solver.Solve()
+    status = {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "time limit",
+              pywraplp.Solver.INFEASIBLE: "infeasible"}.get(code, "no solution")
+    if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        return status, None, None, None
+    values = np.zeros(lm.num_vars)
+    for v in lm.R.values():
+        values[v] = x[v].solution_value()
+    return status, values, float(solver.Objective().Value()), float(solver.Objective().BestBound())
