@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .check import check_command
+from .plan import plan_command
 from .solve import solve_command
 
 
@@ -23,7 +25,8 @@ def solvers_command():
 
 
 cli.add_command(solve_command)
-cli.add_command(__import__("recompiler.cli.plan", fromlist=["plan_command"]).plan_command)
+cli.add_command(plan_command)
+cli.add_command(check_command)
 
 
 def main():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..frontend.capture import _split_inputs, _WithLoss, default_loss
-from .backend import make_backend
+from .backend import make_backend, unwrap_backend_errors
 
 
 def compile(model: torch.nn.Module, budget: str | int = "50%", *, solver: str | None = None,
@@ -57,7 +57,8 @@ def apply_plan(model: torch.nn.Module, plan_path: str, *, loss_fn=None):
     compiled_inner = torch.compile(step.inner, backend=backend, fullgraph=True, dynamic=False)
 
     def run(*args, **kwargs):
-        return compiled_inner(args, kwargs)
+        with unwrap_backend_errors():
+            return compiled_inner(args, kwargs)
 
     run.recompiler_session = backend.session
     run.step = step

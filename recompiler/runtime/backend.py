@@ -28,7 +28,7 @@ Example
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -38,7 +38,7 @@ import torch._functorch.config  # noqa: F401 - must be imported before aot_autog
 from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
-from ..errors import SolverOptionError
+from ..errors import RecompilerError, SolverOptionError
 from ..plan import Plan, load_plan
 from .partition import PlanMismatch, partition_with_schedule
 
@@ -93,6 +93,23 @@ class Session:
 
 # The records of the most recent backend instance, for `recompile check` and tests.
 LAST_SESSION: Session | None = None
+
+
+@contextlib.contextmanager
+def unwrap_backend_errors():
+    """Re-raise a RecompilerError that dynamo wrapped in BackendCompilerFailed as itself."""
+    try:
+        yield
+    except RecompilerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - looking inside dynamo's wrapper
+        inner, seen = e, set()
+        while inner is not None and id(inner) not in seen and not isinstance(inner, RecompilerError):
+            seen.add(id(inner))
+            inner = getattr(inner, "inner_exception", None) or inner.__cause__
+        if isinstance(inner, RecompilerError):
+            raise inner from None
+        raise
 
 
 def boxed_nop(gm: torch.fx.GraphModule, example_inputs):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..frontend.capture import _split_inputs, _WithLoss, default_loss
-from .backend import make_backend
+from .backend import make_backend, unwrap_backend_errors
 from .memory import measure_peak
 
 
@@ -113,7 +113,10 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
                                           "seed": seed, "time_limit": time_limit}
     backend = make_backend(options)
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
-    planned = lambda: compiled(args, kwargs)  # noqa: E731
+
+    def planned():
+        with unwrap_backend_errors():
+            return compiled(args, kwargs)
 
     # Compile first (its fake-tensor tracing would otherwise be measured), then measure each once.
     model.load_state_dict(state)

@@ -1,0 +1,76 @@
+"""``recompile check MODEL.py --budget 25%``: one training step eager, one under the plan, compared."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, say, status, user_errors
+
+EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
+
+
+@click.command("check")
+@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.option("--budget", "-b", default=None, help="Peak budget to plan for (N% or bytes); or use --plan.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), default=None,
+              help="Apply this plan JSON (from `recompile plan`) instead of solving.")
+@click.option("--solver", "-s", default=None, help="Solver name (default: the best available).")
+@click.option("--device-profile", "-d", type=click.Choice(["cpu", "a100", "h100"]), default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--time-limit", type=float, default=None, help="Seconds the solver may run.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed steps per mode (median reported).")
+@click.option("--tolerance", type=float, default=1e-5, show_default=True,
+              help="Largest relative gradient error accepted; above it the command exits 1.")
+def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance):
+    """Run MODEL_FILE's training step eagerly and under a plan; compare memory, time and gradients."""
+    with user_errors():
+        from recompiler.budget import parse_budget
+        from recompiler.errors import BudgetError
+        from recompiler.solvers import get_solver
+
+        if (budget is None) == (plan_file is None):
+            raise BudgetError("give exactly one of --budget and --plan")
+        if budget is not None:
+            parse_budget(budget, baseline_peak=1)
+        get_solver(solver) if solver else None
+
+        import torch
+
+        from recompiler.frontend.modelfile import load_model_file
+        from recompiler.runtime.check import check_step
+
+        with status(f"loading {model_file}"):
+            spec = load_model_file(model_file)
+        device = "cuda" if torch.cuda.is_available() and next(spec.model.parameters()).is_cuda else "cpu"
+        with status("running the step eagerly and under the plan"):
+            r = check_step(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, budget=budget or "100%",
+                           solver=solver, device_profile=device_profile, seed=seed, time_limit=time_limit,
+                           plan=plan_file, repeats=repeats, device=device)
+    console().print(report_table(r, spec.name))
+    if r.max_grad_error > tolerance:
+        say(f"[bold red]gradients differ:[/] max relative error {r.max_grad_error:.2e} > {tolerance:g}")
+        raise SystemExit(EXIT_MISMATCH)
+
+
+def report_table(r, name: str):
+    from rich.table import Table
+
+    from recompiler.budget import format_bytes
+
+    t = Table(title=f"{name}: eager vs plan ({r.device})", header_style="bold")
+    t.add_column("")
+    t.add_column("eager", justify="right")
+    t.add_column("plan", justify="right")
+    t.add_column("plan / eager", justify="right")
+    t.add_row("measured peak", format_bytes(r.eager_peak_bytes), format_bytes(r.plan_peak_bytes),
+              f"{r.plan_peak_bytes / max(r.eager_peak_bytes, 1):.2f}")
+    t.add_row("step time", f"{1e3 * r.eager_seconds:.1f} ms", f"{1e3 * r.plan_seconds:.1f} ms",
+              f"{r.plan_seconds / max(r.eager_seconds, 1e-12):.2f}")
+    t.add_row("predicted peak (simulate)", "", format_bytes(r.predicted_peak_bytes),
+              f"measured {100 * r.predicted_error:+.1f}%")
+    t.add_row("simulated peak % of store-all", "", f"{100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes:.1f}%",
+              "feasible" if r.feasible else "[red]over budget[/]")
+    t.add_row("max gradient error (relative)", "", f"{r.max_grad_error:.2e}", "")
+    t.add_row("BatchNorm statistics equal", "", "yes" if r.buffers_equal else "[red]no[/]", "")
+    t.add_row("graphs / recomputations", "", f"{r.graphs} / {r.recomputations}", "")
+    return t

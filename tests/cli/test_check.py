@@ -1,0 +1,44 @@
+"""`recompile check`: eager vs plan table, exit codes."""
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from recompiler.cli.main import cli
+
+MODEL = '''
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+    return m, (torch.randn(256, 64),)
+'''
+
+
+def write_model(tmp_path) -> Path:
+    p = tmp_path / "model.py"
+    p.write_text(MODEL)
+    return p
+
+
+def test_check_prints_comparison(tmp_path):
+    r = CliRunner().invoke(cli, ["check", str(write_model(tmp_path)), "--budget", "50%", "--solver", "chen-greedy",
+                                 "--repeats", "1"])
+    assert r.exit_code == 0, r.output
+    for row in ("measured peak", "step time", "predicted peak", "max gradient error"):
+        assert row in r.output
+
+
+def test_check_needs_exactly_one_of_budget_and_plan(tmp_path):
+    model = str(write_model(tmp_path))
+    r = CliRunner().invoke(cli, ["check", model])
+    assert r.exit_code == 2 and "exactly one of --budget and --plan" in r.output
+    r = CliRunner().invoke(cli, ["check", model, "--budget", "50%", "--plan", "x.json"])
+    assert r.exit_code == 2
+
+
+def test_check_missing_model_file(tmp_path):
+    r = CliRunner().invoke(cli, ["check", str(tmp_path / "nope.py"), "--budget", "50%"])
+    assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output

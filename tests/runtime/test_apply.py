@@ -1,0 +1,60 @@
+"""apply_plan: a plan written by `recompile plan` applies verbatim to the same model and loss."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recompiler.frontend.capture import capture
+from recompiler.runtime.apply import apply_plan
+from recompiler.runtime.check import max_relative_error
+from recompiler.runtime.partition import PlanMismatch
+from recompiler.solvers import solve
+
+sys.path.insert(0, str(Path(__file__).parent))
+from models import MODELS  # noqa: E402
+
+
+def loss_fn(out):
+    return out.square().mean()
+
+
+def grads(model):
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def test_apply_plan_gradients_and_schedule(tmp_path):
+    torch._dynamo.reset()
+    model, (x,) = MODELS["cnn_bn"]()
+    cap = capture(model, (x,), loss_fn=loss_fn)
+    plan = solve(cap.graph, "40%", "chen-greedy")
+    plan.stats.update(cap.plan_stats())
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    loss_fn(model(x)).backward()
+    expected, expected_stats = grads(model), [b.clone() for b in model.buffers()]
+    model.load_state_dict(state)
+    model.zero_grad(set_to_none=True)
+
+    step = apply_plan(model, path, loss_fn=loss_fn)
+    step(x).backward()
+    assert max_relative_error(grads(model), expected) <= 1e-5
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), expected_stats))
+    (record,) = step.recompiler_session.graphs
+    assert record.plan.schedule == plan.schedule and record.recomputed > 0
+
+
+def test_plan_for_another_graph_is_refused(tmp_path):
+    torch._dynamo.reset()
+    model, (x,) = MODELS["mlp"]()
+    cap = capture(model, (x,), loss_fn=loss_fn)
+    plan = solve(cap.graph, "50%", "chen-greedy")
+    plan.stats.update(cap.plan_stats())
+    plan.save(tmp_path / "plan.json")
+    other, (y,) = MODELS["cnn_bn"]()
+    step = apply_plan(other, tmp_path / "plan.json", loss_fn=loss_fn)
+    with pytest.raises(PlanMismatch, match="made for another graph"):
+        step(y)
