@@ -51,25 +51,38 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         capture_seconds = time.perf_counter() - start
         graph = cap.graph
         budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
+        from recompiler.frontend.capture import reachable_floor
+
+        floor = reachable_floor(graph)
+        # Below the floor no plan exists: aim the solver at the floor instead of letting it
+        # spend its whole time limit on the impossible; the plan still records the user's budget.
+        target = max(budget_bytes, floor)
         with status(f"solving {graph.name} ({graph.n} nodes)"):
-            plan = solve(graph, budget_bytes, solver, seed=seed, time_limit=time_limit)
+            plan = solve(graph, target, solver, seed=seed, time_limit=time_limit)
+        if target != budget_bytes:
+            plan.stats["solved_for_bytes"] = target
+            plan.budget_bytes, plan.feasible = budget_bytes, plan.peak_bytes <= budget_bytes
         plan.stats.update(cap.plan_stats())
         plan.stats["capture_seconds"] = round(capture_seconds, 3)
         plan.stats["total_flops"] = cap.total_flops
         if json_out:
             plan.save(json_out)
+    from recompiler.frontend.capture import reachable_floor
+
     out = console()
     out.print(_summary(cap, plan, capture_seconds))
     out.print(_recomputed_table(cap, plan))
     if json_out:
         say(f"plan written to {json_out}")
     if not plan.feasible:
-        say(f"[bold red]infeasible:[/] {infeasible_message(plan, graph.local_bound(plan.variant))}")
+        say(f"[bold red]infeasible:[/] {infeasible_message(plan, reachable_floor(graph, plan.variant))}")
         raise SystemExit(EXIT_INFEASIBLE)
 
 
 def _summary(cap, plan, capture_seconds: float):
     from rich.table import Table
+
+    from recompiler.frontend.capture import reachable_floor
 
     from recompiler.budget import format_bytes
 
@@ -84,7 +97,8 @@ def _summary(cap, plan, capture_seconds: float):
     t.add_row("budget", format_bytes(plan.budget_bytes))
     colour = "green" if plan.feasible else "red"
     t.add_row("planned peak", f"[{colour}]{format_bytes(plan.peak_bytes)}[/] ({100 * plan.peak_fraction:.1f}% of baseline)")
-    t.add_row("smallest reachable", format_bytes(g.local_bound(plan.variant)))
+    floor = reachable_floor(g, plan.variant)
+    t.add_row("smallest reachable", f"{format_bytes(floor)} ({100 * floor / plan.baseline_peak_bytes:.1f}%)")
     t.add_row("estimated overhead", f"{100 * plan.overhead:.2f}% ({plan.baseline_cost * 1e3:.2f} → {plan.cost * 1e3:.2f} ms)")
     t.add_row("recomputed nodes", str(len(plan.recomputed)))
     t.add_row("capture / solve", f"{capture_seconds:.1f} s / {plan.solve_seconds:.2f} s")

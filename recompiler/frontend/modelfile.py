@@ -46,6 +46,7 @@ def load_model_file(path) -> ModelSpec:
     if spec is None or spec.loader is None:
         raise ModelFileError(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dynamo looks classes defined in the file up by module name
     sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
