@@ -74,6 +74,22 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
         stats["roundings"] = 0
         return SolverResult(graph.baseline_schedule(), stats=stats)
 
+    best, tried = round_lp(full, fractional, seed=seed, random_draws=random_draws,
+                           deadline=start + limit)
+    stats["roundings"] = tried
+    stats["rounding_fits"] = best[0][0] == 0
+    return SolverResult(best[1], stats=stats)
+
+
+def round_lp(form: Formulation, fractional: list[np.ndarray], *, seed: int, random_draws: int,
+             deadline: float | None = None):
+    """Round each fractional S (thresholds, then seeded draws), rebuild R, judge with simulate.
+
+    Returns ``((fits?0:1, cost or peak, ...), schedule, R)`` of the best rounding and
+    the number of distinct roundings tried. Stops early at ``deadline`` (monotonic
+    seconds) once something has been judged.
+    """
+    graph, budget_bytes = form.graph, form.budget_bytes
     rng = np.random.default_rng(seed)
     candidates: list[np.ndarray] = []
     for S in fractional:
@@ -82,18 +98,17 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
     best = None
     tried: set[bytes] = set()
     for S in candidates:
-        if time.monotonic() - start > limit and best is not None:
+        if deadline is not None and time.monotonic() > deadline and best is not None:
             break
         key = np.packbits(S).tobytes()
         if key in tried:
             continue
         tried.add(key)
-        schedule = full.schedule_from_r(full.cheapest_r(S))
+        R = form.cheapest_r(S)
+        schedule = form.schedule_from_r(R)
         r = simulate(graph, schedule)
         fits = r.peak_bytes <= budget_bytes
         rank = (0, r.cost, r.peak_bytes) if fits else (1, r.peak_bytes, r.cost)
         if best is None or rank < best[0]:
-            best = (rank, schedule)
-    stats["roundings"] = len(tried)
-    stats["rounding_fits"] = best[0][0] == 0
-    return SolverResult(best[1], stats=stats)
+            best = (rank, schedule, R)
+    return best, len(tried)

@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import InfeasibleBudget, SolverOptionError
 from ..graph import CostGraph
 from . import SolverResult
+from .checkmate_lp import round_lp
 from .checkmate_model import DEFAULT_MEMORY_CAP, Formulation, LinearModel, solve_lp, to_pywraplp
 
 #: Backend timings behind the default (seconds to a proven optimum, 2-core CPU):
@@ -39,8 +40,8 @@ DEFAULT_TIME_LIMIT = 300.0
 
 
 def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
-                   backend: str = "cp-sat", lp_bound: bool = True, memory_cap_bytes: int = DEFAULT_MEMORY_CAP,
-                   num_workers: int | None = None) -> SolverResult:
+                   backend: str = "highs", lp_bound: bool = True, warm_start: bool = True,
+                   memory_cap_bytes: int = DEFAULT_MEMORY_CAP, num_workers: int | None = None) -> SolverResult:
     """Solve Checkmate's MILP for ``graph`` under ``budget_bytes``.
 
     Options (keyword-only):
@@ -67,24 +68,43 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
     size = form.check_size(memory_cap_bytes)
     stats: dict = {"backend": backend, "variables": size.variables, "constraints": size.constraints}
 
-    if lp_bound:
+    s_frac = None
+    if lp_bound or warm_start:
         t0 = time.monotonic()
-        bound, _, lp_status = solve_lp(form, time_limit=max(1.0, 0.3 * limit))
-        stats["lower_bound_cost"] = bound
+        bound, s_frac, lp_status = solve_lp(form, time_limit=max(1.0, 0.3 * limit))
+        if lp_bound:
+            stats["lower_bound_cost"] = bound
         stats["lp_status"] = lp_status
         stats["lp_seconds"] = round(time.monotonic() - t0, 3)
 
     t0 = time.monotonic()
     lm = form.build(integer=True)
     stats["build_seconds"] = round(time.monotonic() - t0, 3)
+    hint = None
+    if warm_start and s_frac is not None:
+        # A MIP start: the best LP rounding that fits (checkmate-lp's rounding, cheap
+        # once the LP is solved), with its exact S/FREE/U.
+        t0 = time.monotonic()
+        best, _ = round_lp(form, [s_frac], seed=seed, random_draws=8, deadline=t0 + 0.1 * limit)
+        if best is not None and best[0][0] == 0:
+            hint = form.exact_values(best[2], lm)
+            stats["warm_start_cost"] = best[0][1]
+        stats["warm_start_seconds"] = round(time.monotonic() - t0, 3)
     remaining = max(1.0, limit - (time.monotonic() - start))
     t0 = time.monotonic()
     if backend == "cp-sat":
-        status, values, objective, bound = _solve_cpsat(form, lm, remaining, seed, num_workers)
+        status, values, objective, bound = _solve_cpsat(form, lm, remaining, seed, num_workers, hint)
     else:
-        status, values, objective, bound = _solve_pywraplp(lm, remaining, backend.upper())
+        status, values, objective, bound = _solve_pywraplp(lm, remaining, backend.upper(), hint)
     stats["milp_seconds"] = round(time.monotonic() - t0, 3)
     stats["status"] = status
+    if hint is not None and status != "optimal" and (objective is None or objective > stats["warm_start_cost"]):
+        # The MIP start is a feasible point of the model: it is the incumbent when the
+        # backend found nothing better (HiGHS takes no start, see _solve_pywraplp).
+        values, objective = np.asarray(hint), stats["warm_start_cost"]
+        status = stats["status"] = "time limit"
+    if lp_bound and stats.get("lower_bound_cost") is not None:
+        bound = max(b for b in (bound, stats["lower_bound_cost"]) if b is not None)
     if status == "infeasible":
         raise InfeasibleBudget(f"checkmate-milp proved that no staged schedule of {graph.name!r} fits "
                                f"{budget_bytes:,} B (local bound {floor:,} B)", floor_bytes=floor)
@@ -110,7 +130,8 @@ def _gap(objective: float, bound: float | None) -> float | None:
     return max(0.0, (objective - bound) / abs(objective))
 
 
-def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: int, num_workers: int | None):
+def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: int, num_workers: int | None,
+                 hint: list[float] | None):
     from ortools.sat.python import cp_model
 
     model = cp_model.CpModel()
@@ -132,6 +153,9 @@ def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: in
     coefs = [int(c) if integral else float(c) for _, c in obj_vars]
     const = int(lm.obj_const) if integral else float(lm.obj_const)
     model.minimize(cp_model.LinearExpr.weighted_sum([x[v] for v, _ in obj_vars], coefs) + const)
+    if hint is not None:
+        for v, value in enumerate(hint):
+            model.add_hint(x[v], int(round(value)))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = float(time_limit)
     solver.parameters.num_workers = int(num_workers or os.cpu_count() or 1)
@@ -147,7 +171,7 @@ def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: in
     return status, values, float(solver.objective_value), float(solver.best_objective_bound)
 
 
-def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str):
+def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str, hint: list[float] | None):
     from ortools.linear_solver import pywraplp
 
     solver = pywraplp.Solver.CreateSolver(backend)
@@ -155,6 +179,12 @@ def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str):
         raise SolverOptionError(f"OR-Tools was built without {backend}")
     x = to_pywraplp(solver, lm)
     solver.SetTimeLimit(max(1, int(time_limit * 1000)))
+    if backend == "HIGHS":
+        # Why: pywraplp's HiGHS prints a banner to stdout unless told not to, and
+        # SetHint segfaults it (OR-Tools 9.15); the caller falls back to the hint instead.
+        solver.SetSolverSpecificParametersAsString("output_flag=false")
+    elif hint is not None:
+        solver.SetHint(x, hint)
     code = solver.Solve()
     status = {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "time limit",
               pywraplp.Solver.INFEASIBLE: "infeasible"}.get(code, "no solution")
@@ -163,4 +193,5 @@ def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str):
     values = np.zeros(lm.num_vars)
     for v in lm.R.values():
         values[v] = x[v].solution_value()
-    return status, values, float(solver.Objective().Value()), float(solver.Objective().BestBound())
+    scale = lm.obj_scale
+    return status, values, float(solver.Objective().Value()) * scale, float(solver.Objective().BestBound()) * scale

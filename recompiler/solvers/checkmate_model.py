@@ -189,6 +189,7 @@ class Formulation:
                 if self.s_is_var(t, i):
                     S[t, i] = lm.var(0, 1, integer, 0.0)
         lm.obj_const = float(self.compute.sum())  # the frontier R[t,t] = 1
+        lm.obj_scale = float(self.compute.max()) if m and self.compute.max() > 0 else 1.0
         lm.R, lm.S = R, S
 
         def r_term(t, i):  # (var or None, constant)
@@ -241,6 +242,7 @@ class Formulation:
             frees: dict[int, list[tuple[int, int]]] = {}
             for i, k, hazards in self.free_triples(t):
                 f = lm.var(0, 1, integer, 0.0)
+                lm.F[t, i, k] = f
                 frees.setdefault(k, []).append((f, mem[i]))
                 kv, _ = r_term(t, k)
                 if kv is not None:
@@ -254,6 +256,7 @@ class Formulation:
             prev = None
             for k in range(t + 1):
                 u = lm.var(0, cap, integer, 0.0, is_memory=True)
+                lm.U[t, k] = u
                 terms, const = [(u, 1)], 0
                 if prev is None:
                     for i in range(t):
@@ -282,6 +285,51 @@ class Formulation:
         for t in range(self.m):
             out.extend(self.nodes[i] for i in np.flatnonzero(R[t, :t + 1]))
         return out
+
+    def exact_values(self, R: np.ndarray, lm: "LinearModel") -> list[float]:
+        """A full assignment of ``lm``'s variables for the staged schedule R, with our liveness.
+
+        S[t,i] = 1 when i is not computed in stage t and its latest value is read in
+        stage t or later before i is computed again (or i is an output never computed
+        again); FREE is the product of the module docstring; U follows. For a schedule
+        that ``simulate`` finds within the budget this satisfies every row (the
+        exactness argument of the module docstring), so it is a valid MIP start.
+        """
+        m, unit = self.m, self.unit
+        used = np.zeros((m, m), dtype=bool)  # used[t,i]: some user of i is computed in stage t
+        for j in range(m):
+            for i in self.deps[j]:
+                used[:, i] |= R[:, j]
+        S = np.zeros((m + 1, m), dtype=bool)
+        S[m] = self.output
+        for i in range(m):
+            need = bool(self.output[i])  # held into stage t+1 (walking t downwards)
+            for t in range(m - 1, i, -1):
+                if R[t, i]:
+                    need = False
+                    continue
+                need = need or bool(used[t, i])
+                S[t, i] = need
+        values = [0.0] * lm.num_vars
+        for (t, i), v in lm.R.items():
+            values[v] = float(R[t, i])
+        for (t, i), v in lm.S.items():
+            values[v] = float(S[t, i])
+        free = {}
+        for (t, i, k), v in lm.F.items():
+            later = any(R[t, j] for j in self.users[i] if k < j <= t)
+            free[t, i, k] = bool(R[t, k] and not S[t + 1, i] and not later)
+            values[v] = float(free[t, i, k])
+        mem = [int(x) // unit for x in self.memory]
+        for t in range(m):
+            u = sum(mem[i] for i in range(t) if S[t, i])
+            for k in range(t + 1):
+                if k:
+                    u -= sum(mem[i] for i in [k - 1, *self.deps[k - 1]] if free.get((t, i, k - 1)))
+                u += mem[k] * int(R[t, k])
+                if (t, k) in lm.U:
+                    values[lm.U[t, k]] = float(u)
+        return values
 
     def cheapest_r(self, S: np.ndarray) -> np.ndarray:
         """The cheapest R for a 0/1 matrix ``S[t,i]`` ((m+1)×m, row m the outputs), in closed form.
@@ -331,8 +379,12 @@ class LinearModel:
         self.memory_vars: list[int] = []
         self.rows: list[tuple[list[tuple[int, int]], float, float]] = []
         self.obj_const = 0.0
+        #: objective divisor for floating-point backends (costs of 1e12 upset GLOP)
+        self.obj_scale = 1.0
         self.R: dict[tuple[int, int], int] = {}
         self.S: dict[tuple[int, int], int] = {}
+        self.F: dict[tuple[int, int, int], int] = {}
+        self.U: dict[tuple[int, int], int] = {}
 
     @property
     def num_vars(self) -> int:
@@ -383,7 +435,7 @@ def solve_lp(form: Formulation, *, time_limit: float | None, backend: str = "GLO
     if status != pywraplp.Solver.OPTIMAL:
         return None, None, names.get(status, str(status))
     values = [v.solution_value() for v in x]
-    return solver.Objective().Value(), lm.s_matrix(values, form.m), "optimal"
+    return solver.Objective().Value() * lm.obj_scale, lm.s_matrix(values, form.m), "optimal"
 
 
 def to_pywraplp(solver, lm: LinearModel) -> list:
@@ -398,7 +450,7 @@ def to_pywraplp(solver, lm: LinearModel) -> list:
     obj = solver.Objective()
     for v, coef in enumerate(lm.obj):
         if coef:
-            obj.SetCoefficient(x[v], coef)
-    obj.SetOffset(lm.obj_const)
+            obj.SetCoefficient(x[v], coef / lm.obj_scale)
+    obj.SetOffset(lm.obj_const / lm.obj_scale)
     obj.SetMinimization()
     return x

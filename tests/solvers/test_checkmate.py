@@ -238,3 +238,30 @@ def test_budget_below_the_local_bound_fails_fast():
     with pytest.raises(InfeasibleBudget, match="local bound"):
         solve(g, g.local_bound() - 1, solver="checkmate-lp", time_limit=60)
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("graph", SMALL[3:] + [random_layered(30, seed=9)], ids=lambda g: g.name)
+def test_model_memory_equals_simulate_on_staged_schedules(graph):
+    """For staged schedules, the exact S/FREE/U assignment meets every row but the
+    budget, and its largest U is simulate's peak: the model's memory is our semantics."""
+    f = Formulation(graph, baseline(graph).peak_bytes)
+    lm = f.build()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        R = f.cheapest_r(rng.random((f.m + 1, f.m)) < rng.random())
+        values = f.exact_values(R, lm)
+        for terms, lb, ub in lm.rows:
+            act = sum(values[v] * c for v, c in terms)
+            assert lb - 1e-9 <= act <= ub + 1e-9
+        peak = max(values[lm.U[t, k]] for t in range(f.m) for k in range(t + 1) if R[t, k])
+        r = simulate(graph, f.schedule_from_r(R))
+        assert peak * f.unit + graph.input_bytes + graph.fixed_memory == r.peak_bytes
+        assert all(values[v] >= 0 for v in lm.U.values())
+
+
+@pytest.mark.parametrize("backend", ["cp-sat", "scip", "highs"])
+def test_backends_agree(backend):
+    for graph in (SMALL[1], SMALL[5]):
+        budget = budgets(graph)[2]
+        plan = solve(graph, budget, solver="checkmate-milp", backend=backend, time_limit=30)
+        assert plan.stats["optimal"] and plan.cost == pytest.approx(staged_optimum(graph, budget))
