@@ -1,4 +1,4 @@
-"""A small LLaMA-style model (HF LlamaForCausalLM, 8 layers, 512 wide, GQA), batch 4, 256 tokens."""
+"""A small LLaMA-style model (HF LlamaForCausalLM, 8 layers, 512 wide, GQA), batch 8, 512 tokens."""
 
 import _env  # noqa: F401 - this machine's torchvision quirk, before transformers
 import torch
@@ -12,5 +12,5 @@ def build():
                          bos_token_id=1, eos_token_id=2, pad_token_id=0, use_cache=False)
     model = LlamaForCausalLM(config).train()
     model.loss_type = "ForCausalLM"
-    ids = torch.randint(3, config.vocab_size, (4, 256))
+    ids = torch.randint(3, config.vocab_size, (8, 512))
     return model, {"input_ids": ids, "labels": ids}

@@ -209,6 +209,21 @@ def test_cnn_batchnorm_updates_pinned_and_bytes(cnn):
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
+def test_cnn_node_counts(cnn):
+    _, _, cap, _ = cnn
+    g = cap.graph
+    fwd = Counter(cap.ops[i] for i in range(g.n) if cap.kinds[i] == "op" and not g.is_backward[i])
+    bwd = Counter(cap.ops[i] for i in range(g.n) if cap.kinds[i] == "op" and g.is_backward[i])
+    # forward: conv, BN (+1 on num_batches_tracked), relu, linear, the sum loss
+    assert fwd == Counter(["convolution", "add.Tensor", "_native_batch_norm_legit_functional", "relu", "addmm", "sum"])
+    # backward: linear (dX and dW as mm, db as a sum), relu, BN, conv (dW and db only: x needs no grad)
+    assert bwd == Counter(["mm", "mm", "sum.dim_IntList", "threshold_backward", "native_batch_norm_backward",
+                           "convolution_backward"])
+    # 11 inputs: conv w, b; x; BN num_batches_tracked, running mean, var, weight, bias; fc w, b; tangent.
+    # getitems: 5 of BN, 3 of BN backward, 2 of conv backward (its grad_input is not asked for)
+    assert Counter(cap.kinds) == Counter(input=11, op=12, getitem=10, view=14) and g.n == 47
+
+
 def test_cnn_flops_match_flop_counter(cnn):
     m, x, cap, _ = cnn
     assert cap.total_flops == eager_flops(m, x) > 0
