@@ -174,8 +174,12 @@ def _materialize(val, generator: torch.Generator):
     return val
 
 
-def profile_node(node: torch.fx.Node, *, runs: int = 5, warmup: int = 1, seed: int = 0) -> float | None:
+def profile_node(node: torch.fx.Node, *, runs: int = 5, warmup: int = 1, seed: int = 0,
+                 max_seconds: float = 0.5) -> float | None:
     """Median wall seconds of running the node's op on real random inputs; None if it cannot run.
+
+    Stops early (after at least one timed run) once the node has used ``max_seconds``, so
+    that big ops do not dominate the profiling time.
 
     Inputs are drawn fresh from the node's fake-tensor metadata, so ops whose result depends
     on the values (indexing with data-dependent sizes) may fail and fall back to the roofline.
@@ -194,8 +198,11 @@ def profile_node(node: torch.fx.Node, *, runs: int = 5, warmup: int = 1, seed: i
                 args = torch.fx.node.map_aggregate(args, lambda a: a.clone() if isinstance(a, torch.Tensor) else a)
             start = time.perf_counter()
             node.target(*args, **kwargs)
+            elapsed = time.perf_counter() - start
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(elapsed)
+                if sum(times) > max_seconds:
+                    break
     except Exception:  # noqa: BLE001 - any op that cannot run on random data falls back to the roofline
         return None
     return statistics.median(times)
