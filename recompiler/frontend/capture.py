@@ -371,6 +371,22 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
                 if not is_input[j]:
                     is_output[j] = True
 
+    # A tangent exists only once the forward has produced its outputs, so every direct consumer
+    # of a tangent depends on the forward outputs, and on the forward's mutations (BatchNorm's
+    # running-stat copy_, which AOTAutograd must run in the forward graph): no schedule can start
+    # the backward early. Exact for memory: forward outputs live to the end anyway, and a
+    # mutation's result is a zero-byte alias of an input.
+    leaves = [a for a in torch.utils._pytree.tree_leaves(out_node.args[0]) if isinstance(a, torch.fx.Node)]
+    fwd_outputs = {j for a in leaves[:num_fwd_outputs] for j in (ids[a], root[ids[a]]) if not is_input[j]}
+    reads_tangent = np.zeros(n, dtype=bool)
+    for i, node in enumerate(nodes):
+        reads_tangent[i] = (node.op == "placeholder" and node.name.startswith("tangents")) or any(
+            reads_tangent[ids[a]] for a in node.all_input_nodes)
+    fwd_outputs |= {i for i, node in enumerate(nodes) if is_mutating(node) and not reads_tangent[i]}
+    for i, node in enumerate(nodes):
+        if any(a.op == "placeholder" and a.name.startswith("tangents") for a in node.all_input_nodes):
+            deps[i] = sorted(set(deps[i]) | {j for j in fwd_outputs if j < i})
+
     is_backward = _backward_nodes(nodes, ids)
     graph = CostGraph(names=[x.name for x in nodes], deps=deps, compute=compute, memory=memory,
                       is_backward=is_backward, is_input=is_input, pinned=pinned, is_output=is_output,

@@ -155,8 +155,7 @@ def _partition_fn(session: Session):
                          name=f"graph{len(session.graphs)}")
         plan = _plan_for(session, captured)
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
-        part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
-                                       is_backward=captured.graph.is_backward)
+        part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule)
         session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed))
         log.info("recompiler: %s planned to %.1f%% of its %d-byte peak (+%.1f%% compute), %d recomputations",
                  captured.graph.name, 100 * plan.peak_fraction, plan.baseline_peak_bytes, 100 * plan.overhead,

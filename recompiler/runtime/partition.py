@@ -7,8 +7,9 @@ Given the joint graph a ``partition_fn`` receives and a schedule over its nodes
    first occurrence is the node itself, a later one a copy (a recomputation) whose
    arguments are the latest occurrences of its inputs, exactly as ``simulate`` reads
    the schedule;
-2. the schedule splits where the backward begins (the first backward node); the
-   forward part, plus whatever the forward outputs need, is the forward graph;
+2. the schedule splits where the backward begins (the first node that reads a
+   tangent); the forward part, plus whatever the forward outputs need, is the
+   forward graph; forward nodes scheduled after the split run in the backward graph;
 3. the *saved* values are the forward-part occurrences (parameters and inputs
    included) that a backward-part occurrence reads;
 4. PyTorch's own extractor (``_extract_fwd_bwd_modules``, which also keeps
@@ -54,64 +55,37 @@ def _is_tangent(node: fx.Node) -> bool:
     return node.op == "placeholder" and "tangents" in node.name
 
 
-def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int],
-                            is_backward: Sequence[bool] | None = None) -> Partitioned:
+def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int]) -> Partitioned:
     """Cut ``joint`` into forward and backward modules that execute ``schedule``.
 
     ``schedule`` holds ids of the non-output fx nodes of ``joint`` in graph order (the ids
-    :func:`~recompiler.frontend.capture.lower` gives). ``is_backward`` marks the nodes of
-    the backward part (default: the nodes that depend on a tangent).
+    :func:`~recompiler.frontend.capture.lower` gives).
     """
     nodes = [n for n in joint.graph.nodes if n.op != "output"]
     (out_node,) = joint.graph.find_nodes(op="output")
     n = len(nodes)
-    if is_backward is None:
-        is_backward = _depends_on_tangents(nodes)
+    # The backward starts at the first node that needs a tangent (capture.lower makes those
+    # depend on the forward outputs, so every forward output is computed before it).
+    starts_backward = _depends_on_tangents(nodes)
     schedule = [int(v) for v in schedule]
     if any(not 0 <= v < n for v in schedule):
         raise PlanMismatch(f"the plan's schedule names node ids outside this graph's {n} nodes")
 
-    new = fx.Graph()
-    latest: dict[fx.Node, fx.Node] = {}
-    # Placeholders and constants first, in their original order (AOTAutograd's calling convention).
-    for node in nodes:
-        if node.op in ("placeholder", "get_attr"):
-            latest[node] = new.node_copy(node)
-    split = next((t for t, v in enumerate(schedule) if is_backward[v]), len(schedule))
-    occurrence_part: dict[fx.Node, bool] = {}  # new node -> belongs to the backward part
-    recomputed = 0
-    seen: set[int] = set()
-    elements: dict[tuple, fx.Node] = {}  # (producer occurrence, index) -> its getitem
+    split = next((t for t, v in enumerate(schedule) if starts_backward[v]), len(schedule))
+    b = _Rebuilder(nodes)
     for t, v in enumerate(schedule):
         node = nodes[v]
         if node.op in ("placeholder", "get_attr"):
             raise PlanMismatch(f"the plan schedules input {node.name!r}, which is never computed")
-        missing = [a.name for a in node.all_input_nodes if a not in latest]
+        missing = [a.name for a in node.all_input_nodes if a not in b.latest]
         if missing:
             raise PlanMismatch(f"step {t}: {node.name!r} needs {missing[0]!r}, not computed before it")
-        if node.target is operator.getitem:
-            # An element of a multi-output op belongs with the occurrence of its producer: it is
-            # taken once per producer run, and never saved as the tuple itself.
-            producer = latest[node.args[0]]
-            key = (producer, node.args[1])
-            if key not in elements:
-                elements[key] = new.node_copy(node, lambda a: latest[a])
-                occurrence_part[elements[key]] = occurrence_part.get(producer, t >= split)
-            latest[node] = elements[key]
-            seen.add(v)
-            continue
-        copy = new.node_copy(node, lambda a: latest[a])
-        if v in seen:
-            recomputed += 1
-            copy.meta = dict(copy.meta)
-            copy.meta["recompiler_recompute"] = True
-        seen.add(v)
-        latest[node] = copy
-        occurrence_part[copy] = t >= split
+        b.run(node, backward_part=t >= split)
+    new, latest, occurrence_part, recomputed = b.graph, b.latest, b.part, b.recomputed
     unscheduled = [x.name for x in nodes if x not in latest]
     if unscheduled:
         raise PlanMismatch(f"the plan never computes {unscheduled[0]!r} (and {len(unscheduled) - 1} more)")
-    new_out = new.output(fx.node.map_arg(out_node.args[0], lambda a: latest[a]))
+    new_out = new.output(fx.node.map_arg(out_node.args[0], lambda a: b.arg(a, True)))
     new_out.meta = dict(out_node.meta)
 
     # Forward outputs must be produced by the forward graph, whatever the schedule says.
@@ -140,6 +114,83 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
     saved_sym = [x for x in saved if _is_symbolic(x)]
     fw, bw = _extract_fwd_bwd_modules(rebuilt, saved_values, saved_sym, num_fwd_outputs=num_fwd_outputs)
     return Partitioned(fw, bw, [x.name for x in saved_values + saved_sym], recomputed)
+
+
+class _Rebuilder:
+    """Builds the joint graph again, one fx node per schedule occurrence.
+
+    Arguments are the latest occurrences of their inputs, as ``simulate`` reads the schedule,
+    with two rules that keep the real tensors' lifetimes those the schedule promises:
+
+    * an element of a multi-output op (``getitem``) belongs with its producer's occurrence: taken
+      once per producer run, so the tuple itself is never saved across the boundary;
+    * a view is re-derived from the latest occurrence of its base before use: the CostGraph
+      makes a view's consumers depend on its base, so once the base was recomputed, a stale
+      view must not keep the old base alive. Views cost no compute and no memory.
+    """
+
+    def __init__(self, nodes: list[fx.Node]):
+        self.graph = fx.Graph()
+        self.latest: dict[fx.Node, fx.Node] = {}
+        self.part: dict[fx.Node, bool] = {}       # new node -> belongs to the backward part
+        self.based_on: dict[fx.Node, fx.Node] = {}  # new view -> the base occurrence it aliases
+        self.elements: dict[tuple, fx.Node] = {}  # (producer occurrence, index) -> its getitem
+        self.root: dict[fx.Node, fx.Node] = {}
+        self.seen: set[fx.Node] = set()
+        self.recomputed = 0
+        for node in nodes:
+            if node.op in ("placeholder", "get_attr"):
+                # Placeholders and constants first, in their original order (AOTAutograd's convention).
+                self.latest[node] = self.graph.node_copy(node)
+            base = _view_base(node)
+            self.root[node] = self.root[base] if base is not None else node
+
+    def _copy(self, node: fx.Node, backward_part: bool) -> fx.Node:
+        copy = self.graph.node_copy(node, lambda a: self.arg(a, backward_part))
+        copy.meta = dict(copy.meta)
+        copy.meta["recompiler_origin"] = node.name  # the joint node this occurrence runs
+        root = self.root[node]
+        if root is not node:
+            self.based_on[copy] = self.latest[root]
+        return copy
+
+    def arg(self, a: fx.Node, backward_part: bool) -> fx.Node:
+        """The occurrence of ``a`` to read now (a stale view is derived again)."""
+        x = self.latest[a]
+        root = self.root[a]
+        if root is a or root.op in ("placeholder", "get_attr") or self.based_on.get(x) is self.latest[root]:
+            return x
+        return self.run(a, backward_part, rederive=True)
+
+    def run(self, node: fx.Node, backward_part: bool, rederive: bool = False) -> fx.Node:
+        if node.target is operator.getitem:
+            producer = self.arg(node.args[0], backward_part)
+            key = (producer, node.args[1])
+            if key not in self.elements:
+                self.elements[key] = self._copy(node, backward_part)
+                self.part[self.elements[key]] = self.part.get(producer, backward_part)
+            out = self.elements[key]
+        else:
+            out = self._copy(node, backward_part)
+            self.part[out] = backward_part
+            if node in self.seen and not rederive:
+                self.recomputed += 1
+                out.meta["recompiler_recompute"] = True
+        self.seen.add(node)
+        self.latest[node] = out
+        return out
+
+
+def _view_base(node: fx.Node) -> fx.Node | None:
+    """The input a view (or an element of a view-returning op) aliases; None for other nodes."""
+    from ..frontend.capture import is_view
+
+    if node.target is operator.getitem:
+        producer = node.args[0]
+        return producer if isinstance(producer, fx.Node) and is_view(producer) else None
+    if is_view(node) and node.all_input_nodes:
+        return node.all_input_nodes[0]
+    return None
 
 
 def _is_symbolic(node: fx.Node) -> bool:
