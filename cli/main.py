@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .bench import bench_command
 from .check import check_command
 from .plan import plan_command
 from .solve import solve_command
@@ -27,6 +28,7 @@ def solvers_command():
 cli.add_command(solve_command)
 cli.add_command(plan_command)
 cli.add_command(check_command)
+cli.add_command(bench_command)
 
 
 def main():

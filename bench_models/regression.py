@@ -1,0 +1,74 @@
+"""Compare a bench run with the recorded expectations (bench_models/expected/<suite>.json).
+
+A row regresses when, for the same model × budget × solver:
+
+* its plan was judged before and is now invalid, errors, or is no longer run;
+* it met its budget before and does not now;
+* its overhead rose by more than :data:`OVERHEAD_SLACK_PP` percentage points;
+* its solve time, as a ratio to the calibration solve timed in the same process, rose above
+  :data:`TIME_FACTOR` × the expected ratio. Times below :data:`MIN_TIMED_SECONDS` count as that
+  much: a few milliseconds on a shared 2-core machine are noise, not a measurement.
+
+``recompile bench --suite ci --update-expected`` rewrites the expectations on purpose.
+
+>>> compare({"rows": []}, {"rows": []})
+[]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+EXPECTED_DIR = Path(__file__).resolve().parent / "expected"
+OVERHEAD_SLACK_PP = 1.0
+TIME_FACTOR = 3.0
+MIN_TIMED_SECONDS = 0.25
+
+
+def expected_path(suite: str) -> Path:
+    return EXPECTED_DIR / f"{suite}.json"
+
+
+def load_expected(suite: str) -> dict:
+    return json.loads(expected_path(suite).read_text())
+
+
+def _key(row: dict) -> tuple[str, str, str]:
+    return row["model"], row["budget"], row["solver"]
+
+
+def _ratio(row: dict) -> float:
+    calib = row.get("calibration_seconds") or 0.0
+    if calib <= 0:
+        return 0.0
+    return max(row["solve_seconds"], MIN_TIMED_SECONDS) / calib
+
+
+def compare(expected: dict, actual: dict) -> list[str]:
+    """Every regression of ``actual`` against ``expected`` (both ``SuiteResult.to_dict()`` forms), one line each."""
+    now = {_key(r): r for r in actual["rows"]}
+    problems: list[str] = []
+    for old in expected["rows"]:
+        key = _key(old)
+        where = f"{key[0]} @ {key[1]} / {key[2]}"
+        new = now.get(key)
+        if old["status"] != "ok":
+            continue  # skipped before: nothing to hold it to
+        if new is None:
+            problems.append(f"{where}: no longer run")
+            continue
+        if new["status"] != "ok":
+            problems.append(f"{where}: was a valid plan, now {new['status']}: {new['reason']}")
+            continue
+        if old["feasible"] and not new["feasible"]:
+            problems.append(f"{where}: met its budget before (peak {old['peak_pct']:.1f}%), now misses it "
+                            f"(peak {new['peak_pct']:.1f}%)")
+        if new["overhead_pct"] > old["overhead_pct"] + OVERHEAD_SLACK_PP:
+            problems.append(f"{where}: overhead rose from {old['overhead_pct']:.2f}% to {new['overhead_pct']:.2f}% "
+                            f"(allowed: +{OVERHEAD_SLACK_PP:g} pp)")
+        old_ratio, new_ratio = _ratio(old), _ratio(new)
+        if old_ratio > 0 and new_ratio > TIME_FACTOR * old_ratio:
+            problems.append(f"{where}: solve time {new['solve_seconds']:.2f} s is {new_ratio:.1f}× the calibration "
+                            f"solve, expected at most {TIME_FACTOR:g} × {old_ratio:.1f}×")
+    return problems

@@ -1,0 +1,134 @@
+"""``recompile bench --suite ci|full``: every benchmark model × budget × solver, in one table.
+
+The models, suites and runner live in ``bench_models/`` (a folder of the repository, not
+of the installed package): run the command from the repository root.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .common import console, error_console, fail, say, user_errors
+
+EXPECTED_DIR = Path("bench_models") / "expected"
+
+
+def _import_bench_models():
+    """``bench_models`` from the current directory (the repository root), else beside this file's checkout."""
+    try:
+        import bench_models.runner  # noqa: F401
+        return
+    except ImportError:
+        pass
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / "bench_models" / "registry.py").is_file():
+            sys.path.insert(0, str(root))
+            import bench_models.runner  # noqa: F401
+            return
+    fail("bench_models/ not found: run `recompile bench` from the root of the recompiler repository")
+
+
+@click.command("bench")
+@click.option("--suite", type=click.Choice(["ci", "full"]), default="ci", show_default=True,
+              help="ci: small model sizes, fixed seeds and iteration counts; full: the real configs.")
+@click.option("--models", default=None, help="Comma-separated model names (default: the whole suite; see --list).")
+@click.option("--budgets", default=None,
+              help="Comma-separated budgets, N% of the store-all peak or bytes (default: ci 80%,60%; full 50%,25%).")
+@click.option("--solvers", default=None,
+              help="Comma-separated solvers (default: fastsa, chen-sqrtn, greedy-evict, checkmate-lp, torch-knapsack "
+                   "— those registered).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write every row as JSON here (atomically).")
+@click.option("--update-expected", is_flag=True,
+              help="Rewrite bench_models/expected/<suite>.json with this run (the regression baseline).")
+@click.option("--time-limit", type=float, default=None,
+              help="Seconds per solve (full suite; ci uses fixed iteration counts).")
+@click.option("--list", "list_models", is_flag=True, help="List the suite's models and sizes, and exit.")
+def bench_command(suite, models, budgets, solvers, json_out, update_expected, time_limit, list_models):
+    """Run the benchmark suite: capture each model once, plan it at every budget with every solver."""
+    _import_bench_models()
+    from bench_models import registry, runner
+
+    if list_models:
+        for name in registry.SUITES[suite]:
+            e = registry.get(name)
+            click.echo(f"{name:32s} {e.kind:7s} {e.sizes[suite]}")
+        return
+    with user_errors():
+        model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        for m in model_list or ():
+            if m not in registry.MODELS:
+                from recompiler.errors import RecompilerError
+
+                raise RecompilerError(f"unknown model {m!r}; known: {', '.join(registry.MODELS)}")
+        budget_list = runner.parse_budgets(budgets) if budgets else registry.SUITE_BUDGETS[suite]
+        solver_list = [s.strip() for s in solvers.split(",") if s.strip()] if solvers else runner.default_solvers()
+        runner.check_solvers(solver_list)
+        if update_expected and (model_list or solvers or budgets or time_limit is not None):
+            say("[yellow]note:[/] --update-expected records this run's models, budgets and solvers as the baseline")
+        names = model_list or registry.SUITES[suite]
+        result = _run_with_progress(runner, suite, names, budget_list, solver_list, time_limit)
+        if json_out:
+            from recompiler.fileio import write_json_atomic
+
+            write_json_atomic(json_out, result.to_dict())
+        if update_expected:
+            from recompiler.fileio import write_json_atomic
+
+            path = EXPECTED_DIR / f"{suite}.json"
+            write_json_atomic(path, result.to_dict())
+    console().print(results_table(result))
+    if json_out:
+        say(f"results written to {json_out}")
+    if update_expected:
+        say(f"expectations written to {EXPECTED_DIR / f'{suite}.json'}")
+
+
+def _run_with_progress(runner, suite, names, budgets, solvers, time_limit):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = len(names) * len(budgets) * len(solvers)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=error_console(), transient=False) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_model(name, info):
+            progress.update(task, description=f"{name}: capturing" if info is None else f"{name}: solving")
+
+        def on_row(row):
+            progress.update(task, advance=1, description=f"{row.model} {row.budget} {row.solver}")
+
+        return runner.run_suite(suite, models=names, budgets=budgets, solvers=solvers, time_limit=time_limit,
+                                on_model=on_model, on_row=on_row)
+
+
+def results_table(result):
+    """The rich table: one line per model × budget × solver."""
+    from rich.table import Table
+
+    from recompiler.budget import format_bytes
+
+    t = Table(title=f"recompile bench --suite {result.suite} ({result.seconds:.0f} s)", header_style="bold")
+    for col, just in (("model", "left"), ("nodes", "right"), ("baseline peak", "right"), ("floor %", "right"),
+                      ("budget", "right"), ("solver", "left"), ("plan peak %", "right"), ("overhead %", "right"),
+                      ("solve s", "right"), ("feasible", "left")):
+        t.add_column(col, justify=just)
+    last = None
+    for r in result.rows:
+        info = result.models[r.model]
+        first = r.model != last
+        last = r.model
+        base = info.baseline_peak_bytes
+        head = (r.model, str(info.nodes), format_bytes(base) if base else "",
+                f"{100 * info.floor_bytes / base:.1f}" if base else "") if first else ("", "", "", "")
+        if r.status == "ok":
+            feas = "[green]yes[/]" if r.feasible else "[red]no[/]"
+            cells = (f"{r.peak_pct:.1f}", f"{r.overhead_pct:.2f}", f"{r.solve_seconds:.2f}", feas)
+        else:
+            colour = "yellow" if r.status == "skipped" else "red"
+            cells = ("", "", "", f"[{colour}]{r.status}[/]: {r.reason}")
+        t.add_row(*head, r.budget, r.solver, *cells, end_section=False)
+    return t
