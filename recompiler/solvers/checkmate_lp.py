@@ -1,6 +1,6 @@
 """``checkmate-lp``: Checkmate's LP relaxation with rounding (Jain et al., MLSys 2020, §5).
 
-Solve the relaxation of the Checkmate model (:mod:`.checkmate_model`) with GLOP at
+Solve the relaxation of the Checkmate model (:mod:`.checkmate_model`) with HiGHS at
 ``lp_budget_fraction`` × budget (0.9: rounding tends to add memory), round its
 fractional S (deterministic thresholds 0.1..0.9 and ``random_draws`` seeded
 Bernoulli draws), rebuild the cheapest R for each rounded S in closed form, judge
@@ -27,14 +27,15 @@ from ..errors import InfeasibleBudget
 from ..graph import CostGraph
 from ..simulate import simulate
 from . import SolverResult
-from .checkmate_model import DEFAULT_MEMORY_CAP, Formulation, solve_lp
+from ..errors import SolverOptionError
+from .checkmate_model import DEFAULT_MEMORY_CAP, LP_BACKENDS, Formulation, solve_lp
 
 DEFAULT_TIME_LIMIT = 300.0
 THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 
 
 def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
-                 lp_budget_fraction: float = 0.9, random_draws: int = 32,
+                 lp_budget_fraction: float = 0.9, random_draws: int = 32, lp_backend: str = "HIGHS",
                  memory_cap_bytes: int = DEFAULT_MEMORY_CAP) -> SolverResult:
     """LP relaxation + two-phase rounding (module docstring).
 
@@ -43,8 +44,11 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
     - ``time_limit``: seconds for the whole call; each LP gets up to 40% of it.
     - ``lp_budget_fraction``: budget factor of the LP whose S is rounded (Checkmate: 0.9).
     - ``random_draws``: randomized roundings per LP solution, seeded by ``seed``.
+    - ``lp_backend``: ``"HIGHS"`` (default, fastest here), ``"GLOP"`` or ``"PDLP"``.
     - ``memory_cap_bytes``: refuse (``ModelTooLarge``) a model whose estimated size exceeds this.
     """
+    if lp_backend not in LP_BACKENDS:
+        raise SolverOptionError(f"checkmate-lp lp_backend {lp_backend!r}: choose one of {', '.join(LP_BACKENDS)}")
     start = time.monotonic()
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
     floor = graph.local_bound()
@@ -56,14 +60,15 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
     stats: dict = {"variables": size.variables, "constraints": size.constraints}
 
     t0 = time.monotonic()
-    bound, s_full, status_full = solve_lp(full, time_limit=0.4 * limit)
+    bound, s_full, status_full = solve_lp(full, time_limit=0.4 * limit, backend=lp_backend)
     stats.update(lower_bound_cost=bound, lp_status=status_full, lp_seconds=round(time.monotonic() - t0, 3))
     fractional: list[np.ndarray] = []
     reduced_budget = int(lp_budget_fraction * budget_bytes)
     if lp_budget_fraction < 1.0 and reduced_budget >= floor:
         left = limit - (time.monotonic() - start)
         if left > 1.0:
-            _, s_low, status_low = solve_lp(Formulation(graph, reduced_budget), time_limit=min(0.4 * limit, left))
+            _, s_low, status_low = solve_lp(Formulation(graph, reduced_budget), time_limit=min(0.4 * limit, left),
+                                             backend=lp_backend)
             stats["lp_reduced_status"] = status_low
             if s_low is not None:
                 fractional.append(s_low)
