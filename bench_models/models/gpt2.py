@@ -1,14 +1,16 @@
-"""HF GPT-2 small (the default config: 12 layers, 768 wide), batch 4, 256 tokens, LM loss."""
+"""HF GPT-2 small (the default config: 12 layers, 768 wide), batch 4, 256 tokens, LM loss.
 
-import _env  # noqa: F401 - this machine's torchvision quirk, before transformers
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+The config lives in bench_models/registry.py (entry ``gpt2``, size ``full``); this file lets
+``recompile plan bench_models/models/gpt2.py`` plan the same model.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for bench_models
+
+from bench_models.registry import build as _build  # noqa: E402
 
 
 def build():
-    torch.manual_seed(0)
-    config = GPT2Config(use_cache=False)
-    model = GPT2LMHeadModel(config).train()
-    model.loss_type = "ForCausalLM"  # avoids a dynamo graph break on the warning for None
-    ids = torch.randint(0, config.vocab_size, (4, 256))
-    return model, {"input_ids": ids, "labels": ids}
+    return _build("gpt2", "full")

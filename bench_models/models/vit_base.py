@@ -1,11 +1,16 @@
-"""timm ViT-B/16 (vit_base_patch16_224), batch 8, random weights."""
+"""timm ViT-B/16 (vit_base_patch16_224), batch 8, random weights.
 
-import _env  # noqa: F401 - this machine's torchvision quirk, before timm
-import timm
-import torch
+The config lives in bench_models/registry.py (entry ``vit_base_patch16_224``, size ``full``); this file lets
+``recompile plan bench_models/models/vit_base.py`` plan the same model.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for bench_models
+
+from bench_models.registry import build as _build  # noqa: E402
 
 
 def build():
-    torch.manual_seed(0)
-    model = timm.create_model("vit_base_patch16_224", pretrained=False)
-    return model.train(), (torch.randn(8, 3, 224, 224),)
+    return _build("vit_base_patch16_224", "full")

@@ -1,0 +1,16 @@
+"""A small Mistral-style model (8 layers, 512 wide, GQA 8/2, sliding window 128), batch 4, 256 tokens.
+
+The config lives in bench_models/registry.py (entry ``mistral``, size ``full``); this file lets
+``recompile plan bench_models/models/mistral_small.py`` plan the same model.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for bench_models
+
+from bench_models.registry import build as _build  # noqa: E402
+
+
+def build():
+    return _build("mistral", "full")
