@@ -53,7 +53,8 @@ from ..graph import CostGraph
 from . import costs
 
 _COLLECTIVE_NAMESPACES = ("_c10d_functional", "c10d_functional", "c10d", "_dtensor")
-_EXTRA_VIEWS = {"_unsafe_view", "detach", "alias", "lift_fresh"}
+# wait_tensor hands back the tensor its collective produced: an alias, not a new buffer
+_EXTRA_VIEWS = {"_unsafe_view", "detach", "alias", "lift_fresh", "wait_tensor"}
 
 
 @dataclass(repr=False)

@@ -352,3 +352,26 @@ def test_no_grad_anywhere_is_a_capture_error():
 def test_model_raising_is_a_capture_error():
     with pytest.raises(CaptureError, match="could not trace"):
         capture(nn.Linear(4, 2), (torch.randn(3, 5),))
+
+
+# ------------------------------------------------------------------ collectives (a hand-built joint graph)
+def test_collectives_pinned_and_wait_is_an_alias():
+    from recompiler.frontend import lower
+
+    g = torch.fx.Graph()
+    p, t = g.placeholder("primals_1"), g.placeholder("tangents_1")
+    ar = g.call_function(torch.ops._c10d_functional.all_reduce.default, (p, "sum", "0"))
+    w = g.call_function(torch.ops._c10d_functional.wait_tensor.default, (ar,))
+    s = g.call_function(torch.ops.aten.sum.default, (w,))
+    m = g.call_function(torch.ops.aten.mul.Tensor, (t, w))
+    g.output(([s, m],))
+    vec, scalar = torch.empty(10), torch.empty(())
+    for node, val in [(p, vec), (t, scalar), (ar, vec), (w, vec), (s, scalar), (m, vec)]:
+        node.meta["val"] = val
+    cap = lower(torch.fx.GraphModule(nn.Module(), g), 1)
+    G = cap.graph
+    ids = cap.node_ids
+    assert G.pinned[ids[ar.name]] and G.pinned[ids[w.name]] and not G.pinned[ids[s.name]]
+    assert (G.memory[ids[ar.name]], G.memory[ids[w.name]]) == (40, 0)       # the reduced buffer, once
+    assert ids[ar.name] in G.deps[ids[m.name]]                              # readers of the wait keep it
+    assert G.is_backward[ids[m.name]] and not G.is_backward[ids[s.name]]
