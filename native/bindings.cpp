@@ -73,6 +73,7 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     c.max_group_size = config["max_group_size"].cast<int>();
     c.allow_approx = config["allow_approx"].cast<bool>();
     c.local_rotate = config["local_rotate"].cast<double>();
+    c.near_use = config["near_use"].cast<double>();
     FastSAResult r;
     {
         py::gil_scoped_release release;

@@ -5,11 +5,13 @@
 // nodes, out(g) = (out(n1) \ in(n2)) ∪ out(n2) = out(n2) because n1 is only fused into nodes that
 // consume its output). Values of graph inputs are always live and are not tracked.
 #include "fastsa.h"
+#include "simulate.h"
 
 #include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -165,11 +167,14 @@ int64_t inner_bytes(const std::vector<int>& seq, const Resolved& r) {
             if (std::binary_search(d.begin(), d.end(), seq[k])) end[k] = j;
         }
     }
+    // The tree counts the group's inputs and its output at the group's slot; inside, step k also
+    // holds the internal values live there, but the output only exists from the last step on.
     int64_t best = 0;
     for (size_t k = 0; k < L; ++k) {
         int64_t live = 0;
-        for (size_t j = 0; j + 1 < L && j <= k; ++j)  // the last node's output is counted by the tree
+        for (size_t j = 0; j + 1 < L && j <= k; ++j)
             if (end[j] >= k) live += r.memory[seq[j]];
+        if (k + 1 < L) live -= r.memory[seq[L - 1]];
         best = std::max(best, live);
     }
     return best;
@@ -418,7 +423,7 @@ private:
 };
 
 int64_t auto_slots(int64_t length, int64_t configured) {
-    int64_t want = configured > 0 ? configured : std::max<int64_t>(2048, 32 * length);
+    int64_t want = configured > 0 ? configured : std::max<int64_t>(1024, 16 * length);
     want = std::max<int64_t>(want, 2 * length + 2);
     int64_t T = 1;
     while (T < want) T <<= 1;
@@ -469,14 +474,21 @@ struct VariantMoves {
     std::vector<int>* current = nullptr;
 };
 
+using ExactCheck = std::function<bool(const State&)>;
+
+// One annealing stage. With stop_when_met it ends once the budget holds, judged by the state's own
+// peak or, each time that peak reaches a new low, by `exact` (stage 1: the ungrouped schedule's
+// true peak, since the grouped model over-counts memory inside groups).
 StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double temp1, bool stop_when_met,
-                bool has_deadline, Clock::time_point deadline, Best* best, VariantMoves* vm, double local_share) {
+                bool has_deadline, Clock::time_point deadline, Best* best, VariantMoves* vm, double local_share,
+                double near_use, const ExactCheck* exact = nullptr) {
     StageRun run;
     double temp = temp0;
     const double factor = iterations > 0 ? std::pow(temp1 / temp0, 1.0 / double(iterations)) : 1.0;
     double f = s.objective();
+    int64_t low = s.peak();
     if (best) best->offer(s, *vm->current);
-    if (stop_when_met && s.peak() <= s.budget) {
+    if (stop_when_met && (s.peak() <= s.budget || (exact && (*exact)(s)))) {
         run.met = true;
         run.final_temp = temp;
         return run;
@@ -512,14 +524,27 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
             t1 = -2;  // marks a variant move
             t2 = o;
         } else if (kind == 0) {  // add
-            if (s.movable.empty() || !random_nop(t2)) continue;
+            if (s.movable.empty()) continue;
             op = s.movable[rng.below(uint32_t(s.movable.size()))];
+            const auto& U = s.uses[op];
+            if (!U.empty() && rng.uniform() < near_use) {
+                // Just before one of its uses: the recomputation that can shorten a lifetime.
+                const int u = U[rng.below(uint32_t(U.size()))];
+                const int span = int(std::max<int64_t>(2, 2 * int64_t(s.T) / std::max(1, s.length())));
+                t2 = u - 1 - int(rng.below(uint32_t(span)));
+                if (t2 < 0 || s.slot[t2] >= 0) continue;
+            } else if (!random_nop(t2)) {
+                continue;
+            }
             if (!s.can_add(op, t2)) continue;
             s.apply_add(op, t2);
             applied = true;
-        } else if (kind == 1) {  // remove
-            t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
-            op = s.slot[t1];
+        } else if (kind == 1) {  // remove (a few draws to find a node computed more than once)
+            for (int tries = 0; tries < 4; ++tries) {
+                t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
+                op = s.slot[t1];
+                if (s.prod[op].size() > 1) break;
+            }
             if (!s.can_remove(op, t1)) continue;
             s.apply_remove(op, t1);
             applied = true;
@@ -549,10 +574,18 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
             f = fn;
             ++run.accepted;
             if (best) best->offer(s, *vm->current);
-            if (stop_when_met && s.peak() <= s.budget) {
-                run.met = true;
-                ++i;
-                break;
+            if (stop_when_met) {
+                const int64_t p = s.peak();
+                bool met = p <= s.budget;
+                if (!met && exact && p < low) {
+                    low = p;
+                    met = (*exact)(s);
+                }
+                if (met) {
+                    run.met = true;
+                    ++i;
+                    break;
+                }
             }
         } else if (t1 == -2) {  // undo by the inverse move
             s.apply_switch(*vm->groups, vg, vold);
@@ -581,7 +614,7 @@ struct RestartResult {
 
 RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& groups, int64_t budget,
                           const FastSAConfig& cfg, uint64_t seed, const std::vector<int>& variant0,
-                          bool has_deadline, Clock::time_point deadline) {
+                          bool grouping, bool has_deadline, Clock::time_point deadline) {
     const auto start = Clock::now();
     RestartResult out;
     Rng rng(seed);
@@ -589,7 +622,7 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
     const Resolved r = resolve(g, groups, variant);
 
     // Stage 1: grouped ops, the original order spread over the slots; stops once the budget is met.
-    OpSet ops1 = cfg.grouping ? grouped_ops(g, r, std::max(1, cfg.max_group_size)) : base_ops(g, r);
+    OpSet ops1 = grouping ? grouped_ops(g, r, std::max(1, cfg.max_group_size)) : base_ops(g, r);
     std::vector<int> order1;
     for (int v = 0; v < g.n; ++v)
         if (ops1.exists[v]) order1.push_back(v);
@@ -603,12 +636,31 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
     }
     const int64_t T1 = auto_slots(int64_t(order1.size()), cfg.slots);
     auto s1 = std::make_unique<State>(std::move(ops1), order1, T1, g.always_live, budget);
-    const double h_i = 1e-3 * std::max(s1->objective(), 1e-300);
+    // The paper's h_i is 0.1% of the initial objective, tuned on graphs of thousands of nodes; on
+    // small graphs one node is a far larger share of the cost, so h_i is at least the objective
+    // change of adding one average op (same as the paper's from ~1000 ops up).
+    const double h_i = std::max(1e-3, 1.0 / double(order1.size())) * std::max(s1->objective(), 1e-300);
     const double h_f = 1e-4 * h_i;
     // Stage 1 may use most of the time left, stage 2 always gets a share.
     Clock::time_point dl1 = deadline;
     if (has_deadline) dl1 = start + (deadline - start) * 7 / 10;
-    StageRun st1 = anneal(*s1, rng, cfg.stage1_iterations, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr, cfg.local_rotate);
+    // The true peak of a grouped state: expand its groups and simulate.
+    Graph gv = g;
+    for (int v = 0; v < g.n; ++v) gv.dep_ptr[v + 1] = gv.dep_ptr[v] + int(r.deps[v].size());
+    gv.dep_idx.clear();
+    for (int v = 0; v < g.n; ++v) gv.dep_idx.insert(gv.dep_idx.end(), r.deps[v].begin(), r.deps[v].end());
+    gv.compute = r.compute;
+    gv.memory = r.memory;
+    std::vector<int> expanded;
+    const ExactCheck exact = [&](const State& s) {
+        expanded.clear();
+        for (int op : s.sequence())
+            for (int x : s.ops.seq[op]) expanded.push_back(x);
+        const SimOutcome o = simulate(gv, expanded.data(), int64_t(expanded.size()), false);
+        return o.error == kOk && o.peak <= budget;
+    };
+    StageRun st1 = anneal(*s1, rng, cfg.stage1_iterations, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr,
+                          cfg.local_rotate, cfg.near_use, grouping ? &exact : nullptr);
     const double temp2 = st1.iterations >= cfg.stage1_iterations ? h_f : st1.final_temp;
 
     // Ungroup: each group expands into its nodes; stage 2 anneals the exact problem.
@@ -644,8 +696,12 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
     }
     const int64_t T2 = auto_slots(int64_t(order2.size()), cfg.slots);
     State s2(std::move(ops2), order2, T2, g.always_live, budget);
-    StageRun st2 = anneal(s2, rng, cfg.stage2_iterations, temp2, temp2 * 1e-4, false, has_deadline, deadline,
-                          &out.best, &vm, cfg.local_rotate);
+    int64_t n_sched = 0;
+    for (int v = 0; v < g.n; ++v) n_sched += !g.is_input[v];
+    const int64_t iters2 = cfg.stage2_iterations > 0 ? cfg.stage2_iterations
+                                                     : std::max<int64_t>(2000000, 8000 * n_sched);
+    StageRun st2 = anneal(s2, rng, iters2, temp2, temp2 * 1e-4, false, has_deadline, deadline,
+                          &out.best, &vm, cfg.local_rotate, cfg.near_use);
     out.iterations = st1.iterations + st2.iterations;
     out.accepted = st1.accepted + st2.accepted;
     out.stage1 = st1.iterations;
@@ -700,8 +756,13 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
                 const auto now = Clock::now();
                 dl = now + (deadline - now) / int64_t(mine.size() - k);
             }
-            const std::vector<int>& v0 = (r % 2 == 1 && lean != plain) ? lean : plain;
-            results[r] = run_restart(g, groups, budget, cfg, restart_seed(cfg.seed, r), v0, has_deadline, dl);
+            // Restarts differ in how they start: with grouping (even r) or without (odd r; the
+            // grouped model over-counts memory inside groups, which can stall stage 1 on small
+            // graphs), and from option 0 or the leanest options (r % 4 in {1, 2}).
+            const bool use_lean = (r % 4 == 1 || r % 4 == 2) && lean != plain;
+            const bool grouping = cfg.grouping && (r % 2 == 0 || R == 1);
+            results[r] = run_restart(g, groups, budget, cfg, restart_seed(cfg.seed, r), use_lean ? lean : plain,
+                                     grouping, has_deadline, dl);
         }
     };
     if (threads == 1) {

@@ -27,7 +27,7 @@ struct VariantGroupSpec {
 
 struct FastSAConfig {
     int64_t stage1_iterations = 20000000;  // grouped stage; stops early once the budget is met
-    int64_t stage2_iterations = 2000000;   // ungrouped stage, fixed length
+    int64_t stage2_iterations = 0;         // ungrouped stage, fixed length; 0 = max(2e6, 8000 per node)
     int64_t slots = 0;                     // slot-array length T; 0 = automatic (scales with the schedule)
     uint64_t seed = 0;
     double time_limit = -1.0;              // seconds for the whole solve; < 0 = none
@@ -36,7 +36,8 @@ struct FastSAConfig {
     bool grouping = true;                  // Algorithm 1 for stage 1
     int max_group_size = 64;               // cap on the nodes one group may hold
     bool allow_approx = false;             // variant options with exact == false allowed
-    double local_rotate = 0.5;             // share of rotate moves that stay near their slot
+    double local_rotate = 0.9;             // share of rotate moves that stay near their slot
+    double near_use = 0.5;                 // share of add moves placed just before a use of the node
 };
 
 struct FastSAResult {
