@@ -304,11 +304,41 @@ def module_path(node: torch.fx.Node) -> str:
     return clean_module_path(str(raw))
 
 
+def _is_tangent(node: torch.fx.Node) -> bool:
+    return node.op == "placeholder" and node.name.startswith("tangents")
+
+
+def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    """The joint graph's nodes (output excluded) in the order CostGraph ids follow.
+
+    The fx order, except that the forward's mutations which AOTAutograd puts after the
+    backward (BatchNorm's running-stat ``copy_``), with whatever they need that comes that
+    late, move right before the first node that reads a tangent: they must run in the
+    forward graph, and the schedule has to say so. Still a topological order. The runtime
+    maps a schedule's ids back to fx nodes through this same function.
+    """
+    nodes = [n for n in joint.graph.nodes if n.op != "output"]
+    reads: set[torch.fx.Node] = set()
+    for n in nodes:
+        if _is_tangent(n) or any(a in reads for a in n.all_input_nodes):
+            reads.add(n)
+    first = next((i for i, n in enumerate(nodes) if n in reads and n.op != "placeholder"), len(nodes))
+    tail = set(nodes[first:])
+    early: set[torch.fx.Node] = set()
+    stack = [n for n in nodes[first:] if n not in reads and is_mutating(n)]
+    while stack:
+        n = stack.pop()
+        if n in tail and n not in early:
+            early.add(n)
+            stack.extend(n.all_input_nodes)
+    return nodes[:first] + [n for n in nodes[first:] if n in early] + [n for n in nodes[first:] if n not in early]
+
+
 def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.DeviceProfile | str = "cpu",
           timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5) -> Captured:
     """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`."""
     prof = costs.get_profile(profile)
-    nodes = [n for n in joint.graph.nodes if n.op != "output"]
+    nodes = ordered_nodes(joint)
     (out_node,) = joint.graph.find_nodes(op="output")
     ids = {n: i for i, n in enumerate(nodes)}
     n = len(nodes)
@@ -381,12 +411,12 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     fwd_outputs = {j for a in leaves[:num_fwd_outputs] for j in (ids[a], root[ids[a]]) if not is_input[j]}
     reads_tangent = np.zeros(n, dtype=bool)
     for i, node in enumerate(nodes):
-        reads_tangent[i] = (node.op == "placeholder" and node.name.startswith("tangents")) or any(
-            reads_tangent[ids[a]] for a in node.all_input_nodes)
+        reads_tangent[i] = _is_tangent(node) or any(reads_tangent[ids[a]] for a in node.all_input_nodes)
     fwd_outputs |= {i for i, node in enumerate(nodes) if is_mutating(node) and not reads_tangent[i]}
     for i, node in enumerate(nodes):
-        if any(a.op == "placeholder" and a.name.startswith("tangents") for a in node.all_input_nodes):
-            deps[i] = sorted(set(deps[i]) | {j for j in fwd_outputs if j < i})
+        if any(_is_tangent(a) for a in node.all_input_nodes):
+            # ordered_nodes puts all of these before any tangent reader, so j < i holds
+            deps[i] = sorted(set(deps[i]) | fwd_outputs)
 
     is_backward = _backward_nodes(nodes, ids)
     graph = CostGraph(names=[x.name for x in nodes], deps=deps, compute=compute, memory=memory,

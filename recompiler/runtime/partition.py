@@ -35,6 +35,7 @@ import torch.fx as fx
 from torch._functorch.partitioners import _extract_fwd_bwd_modules
 
 from ..errors import RecompilerError
+from ..frontend.capture import is_view, ordered_nodes
 
 
 class PlanMismatch(RecompilerError):
@@ -58,10 +59,10 @@ def _is_tangent(node: fx.Node) -> bool:
 def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int]) -> Partitioned:
     """Cut ``joint`` into forward and backward modules that execute ``schedule``.
 
-    ``schedule`` holds ids of the non-output fx nodes of ``joint`` in graph order (the ids
-    :func:`~recompiler.frontend.capture.lower` gives).
+    ``schedule`` holds the ids :func:`~recompiler.frontend.capture.lower` gives the nodes of
+    ``joint`` (their positions in :func:`~recompiler.frontend.capture.ordered_nodes`).
     """
-    nodes = [n for n in joint.graph.nodes if n.op != "output"]
+    nodes = ordered_nodes(joint)
     (out_node,) = joint.graph.find_nodes(op="output")
     n = len(nodes)
     # The backward starts at the first node that needs a tangent (capture.lower makes those
@@ -97,6 +98,11 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
         if occurrence_part.get(x):
             occurrence_part[x] = False
             stack.extend(x.all_input_nodes)
+
+    # Pin every occurrence to its part: PyTorch's extractor would otherwise also copy into the
+    # backward any forward node whose inputs happen to be available there (running it twice).
+    for x, backward_part in occurrence_part.items():
+        x.meta["partitioner_tag"] = "must_be_in_backward" if backward_part else "must_be_in_forward"
 
     saved: dict[fx.Node, None] = {}
     for x in new.nodes:
@@ -183,8 +189,6 @@ class _Rebuilder:
 
 def _view_base(node: fx.Node) -> fx.Node | None:
     """The input a view (or an element of a view-returning op) aliases; None for other nodes."""
-    from ..frontend.capture import is_view
-
     if node.target is operator.getitem:
         producer = node.args[0]
         return producer if isinstance(producer, fx.Node) and is_view(producer) else None
