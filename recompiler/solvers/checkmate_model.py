@@ -331,7 +331,7 @@ class Formulation:
                     values[lm.U[t, k]] = float(u)
         return values
 
-    def cheapest_r(self, S: np.ndarray) -> np.ndarray:
+    def cheapest_r(self, S: np.ndarray, *, lazy: bool = False) -> np.ndarray:
         """The cheapest R for a 0/1 matrix ``S[t,i]`` ((m+1)×m, row m the outputs), in closed form.
 
         Stage by stage, from the frontier down: node i is computed in stage t when it
@@ -339,20 +339,31 @@ class Formulation:
         or when a node computed later in the stage reads it and it is not held.
         Pinned nodes never recompute: where one would, it is held instead (S is
         extended from its own stage up to that stage) and R is rebuilt.
+
+        ``lazy``: a hold S[t+1,i] that i's values cannot reach (i neither held in nor
+        computed in stage t) is dropped instead of refilled by recomputing i in stage
+        t, so i is recomputed where it is read (outputs are still refilled at the end).
+        Checkmate's rule is ``lazy=False``; under our liveness the lazy R is often the
+        one with the lower peak, so the rounding tries both.
         """
         m = self.m
         S = S.astype(bool).copy()
         S[m, :] = self.output
+        none = np.zeros(m, dtype=bool)
         for _ in range(2):
             R = np.zeros((m, m), dtype=bool)
+            held = S[0]
             for t in range(m):
-                Rt, St, Sn = R[t], S[t], S[t + 1]
+                Rt = R[t]
+                St = held if lazy else S[t]
+                Sn = S[t + 1] if (not lazy or t + 1 == m) else none
                 Rt[t] = True
                 for i in range(t - 1, -1, -1):
                     if St[i]:
                         continue
                     if Sn[i] or any(Rt[j] for j in self.users[i] if j <= t):
                         Rt[i] = True
+                held = S[t + 1] & (St | Rt)
             bad = False
             for i in np.flatnonzero(self.pinned):
                 stages = np.flatnonzero(R[i + 1:, i])
