@@ -27,6 +27,7 @@ Example
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,7 +36,7 @@ import torch.fx as fx
 from torch._functorch.partitioners import _extract_fwd_bwd_modules
 
 from ..errors import RecompilerError
-from ..frontend.capture import is_view, ordered_nodes
+from ..frontend.capture import is_random, is_view, ordered_nodes
 
 
 class PlanMismatch(RecompilerError):
@@ -73,6 +74,11 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
         raise PlanMismatch(f"the plan's schedule names node ids outside this graph's {n} nodes")
 
     split = next((t for t, v in enumerate(schedule) if starts_backward[v]), len(schedule))
+    random_order = [v for v in schedule if is_random(nodes[v])]
+    if random_order != sorted(random_order):
+        # Every solver keeps pinned nodes in their original order; a hand-made plan may not.
+        warnings.warn("recompiler: this plan runs random ops (dropout) in another order than the model, "
+                      "so their random numbers differ from an eager step with the same seed", stacklevel=2)
     b = _Rebuilder(nodes)
     for t, v in enumerate(schedule):
         node = nodes[v]
