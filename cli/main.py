@@ -7,6 +7,7 @@ import click
 from .bench import bench_command
 from .check import check_command
 from .plan import plan_command
+from .show import show_command
 from .solve import solve_command
 
 
@@ -28,6 +29,7 @@ def solvers_command():
 cli.add_command(solve_command)
 cli.add_command(plan_command)
 cli.add_command(check_command)
+cli.add_command(show_command)
 cli.add_command(bench_command)
 
 
