@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count, shape_wrapper
 
-from ..errors import RecompilerError
+from ..errors import CaptureError, RecompilerError
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,14 @@ def roofline(profile: DeviceProfile, *, flops: float, bytes_moved: float, dtype:
 def tensor_bytes(val) -> int:
     """Bytes of a (fake) tensor, or of every tensor in a tuple/list; 0 for anything else."""
     if isinstance(val, torch.Tensor):
-        return val.numel() * val.element_size()
+        numel = val.numel()
+        if not isinstance(numel, int):
+            try:
+                numel = int(numel)
+            except Exception:  # noqa: BLE001 - an unbacked symbol: the size depends on the data
+                raise CaptureError("the model makes a tensor whose size depends on the data (boolean-mask "
+                                   "indexing, nonzero, unique ...); recompiler plans static shapes only") from None
+        return numel * val.element_size()
     if isinstance(val, (tuple, list)):
         return sum(tensor_bytes(v) for v in val)
     return 0

@@ -90,6 +90,10 @@ def test_unreachable_budget_names_the_floor_writes_plan_exit_3(tmp_path):
     ("not a module", "model = 3\nexample_inputs = ()\n", "not a torch.nn.Module"),
     ("forward raises", "import torch\nmodel = torch.nn.Linear(4, 2)\nexample_inputs = torch.randn(3, 5)\n",
      "could not trace"),
+    ("data-dependent size", "import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n"
+     "        super().__init__()\n        self.l = torch.nn.Linear(4, 4)\n"
+     "    def forward(self, x):\n        y = self.l(x)\n        return y[y > 0]\n"
+     "model = M()\nexample_inputs = torch.randn(3, 4)\n", "size depends on the data"),
     ("no grad", "import torch\nmodel = torch.nn.Linear(4, 2).requires_grad_(False)\nexample_inputs = torch.randn(3, 4)\n",
      "requires a gradient"),
 ])
