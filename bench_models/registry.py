@@ -242,8 +242,11 @@ MODELS.update(_shared_entries())
 
 FX_MODELS = [m for m in MODELS if MODELS[m].has_fx]
 SHARED_MODELS = [m for m in MODELS if not MODELS[m].has_fx]
-#: The models each suite runs by default: every model (the shared graphs are the same at both sizes).
-SUITES: dict[str, list[str]] = {"ci": list(MODELS), "full": list(MODELS)}
+#: The models each suite runs by default (the shared graphs are the same at both sizes).
+#: ci leaves out the two largest random layered graphs (500 and 1000 nodes: greedy-evict alone takes
+#: ~10 s on them here), to keep the ci suite inside pytest at a few minutes.
+SUITES: dict[str, list[str]] = {"ci": [m for m in MODELS if m not in ("graph:RL3", "graph:RL4")],
+                                "full": list(MODELS)}
 #: Default budgets per suite (% of the store-all peak). The ci models are small, so parameters and
 #: gradients put their floor near 45-65% of the peak: 80% and 60% test both sides of it.
 SUITE_BUDGETS: dict[str, list[str]] = {"ci": ["80%", "60%"], "full": ["50%", "25%"]}

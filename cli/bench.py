@@ -13,8 +13,6 @@ import click
 
 from .common import console, error_console, fail, say, user_errors
 
-EXPECTED_DIR = Path("bench_models") / "expected"
-
 
 def _import_bench_models():
     """``bench_models`` from the current directory (the repository root), else beside this file's checkout."""
@@ -70,7 +68,7 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ti
         if update_expected and (model_list or solvers or budgets or time_limit is not None):
             say("[yellow]note:[/] --update-expected records this run's models, budgets and solvers as the baseline")
         names = model_list or registry.SUITES[suite]
-        result = _run_with_progress(runner, suite, names, budget_list, solver_list, time_limit)
+        result = _run_with_progress(runner, suite, names, budget_list, solver_list, time_limit, json_out)
         if json_out:
             from recompiler.fileio import write_json_atomic
 
@@ -78,16 +76,17 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ti
         if update_expected:
             from recompiler.fileio import write_json_atomic
 
-            path = EXPECTED_DIR / f"{suite}.json"
-            write_json_atomic(path, result.to_dict())
+            from bench_models.regression import expected_path
+
+            write_json_atomic(expected_path(suite), result.to_dict())
     console().print(results_table(result))
     if json_out:
         say(f"results written to {json_out}")
     if update_expected:
-        say(f"expectations written to {EXPECTED_DIR / f'{suite}.json'}")
+        say(f"expectations written to bench_models/expected/{suite}.json")
 
 
-def _run_with_progress(runner, suite, names, budgets, solvers, time_limit):
+def _run_with_progress(runner, suite, names, budgets, solvers, time_limit, json_out=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     total = len(names) * len(budgets) * len(solvers)
@@ -101,8 +100,13 @@ def _run_with_progress(runner, suite, names, budgets, solvers, time_limit):
         def on_row(row):
             progress.update(task, advance=1, description=f"{row.model} {row.budget} {row.solver}")
 
+        def checkpoint(partial):  # a long run keeps what it has so far
+            from recompiler.fileio import write_json_atomic
+
+            write_json_atomic(json_out, {**partial.to_dict(), "partial": True})
+
         return runner.run_suite(suite, models=names, budgets=budgets, solvers=solvers, time_limit=time_limit,
-                                on_model=on_model, on_row=on_row)
+                                on_model=on_model, on_row=on_row, checkpoint=checkpoint if json_out else None)
 
 
 def results_table(result):
