@@ -74,6 +74,7 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     c.allow_approx = config["allow_approx"].cast<bool>();
     c.local_rotate = config["local_rotate"].cast<double>();
     c.near_use = config["near_use"].cast<double>();
+    c.over_weight = config["over_weight"].cast<double>();
     FastSAResult r;
     {
         py::gil_scoped_release release;
@@ -95,6 +96,7 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     out["groups"] = r.groups;
     out["seconds"] = r.seconds;
     out["cpu_seconds"] = r.cpu_seconds;
+    out["thread_seconds"] = r.thread_seconds;
     out["timed_out"] = r.timed_out;
     out["stage1_met_budget"] = r.stage1_met_budget;
     return out;

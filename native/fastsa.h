@@ -31,13 +31,14 @@ struct FastSAConfig {
     int64_t slots = 0;                     // slot-array length T; 0 = automatic (scales with the schedule)
     uint64_t seed = 0;
     double time_limit = -1.0;              // seconds for the whole solve; < 0 = none
-    int restarts = 2;                      // independent runs, best kept
+    int restarts = 0;                      // independent runs, best kept; 0 = 4 up to 200 nodes, else 2
     int threads = 2;                       // restarts run on this many std::threads
     bool grouping = true;                  // Algorithm 1 for stage 1
     int max_group_size = 64;               // cap on the nodes one group may hold
     bool allow_approx = false;             // variant options with exact == false allowed
     double local_rotate = 0.9;             // share of rotate moves that stay near their slot
     double near_use = 0.5;                 // share of add moves placed just before a use of the node
+    double over_weight = 10.0;             // stage 2: extra weight of bytes over the budget in the objective
 };
 
 struct FastSAResult {
@@ -55,7 +56,8 @@ struct FastSAResult {
     int64_t slots = 0;
     int groups = 0;              // grouped ops in stage 1 of the best restart
     double seconds = 0.0;        // wall clock of the whole solve
-    double cpu_seconds = 0.0;    // summed over restarts (per-thread run time)
+    double cpu_seconds = 0.0;    // thread CPU time, summed over restarts
+    double thread_seconds = 0.0; // wall time of each restart, summed
     bool timed_out = false;
     bool stage1_met_budget = false;
 };

@@ -54,7 +54,8 @@ class FastSAOut(TypedDict):
     slots: int
     groups: int                      # grouped ops in stage 1
     seconds: float                   # wall clock
-    cpu_seconds: float               # summed over restarts
+    cpu_seconds: float               # thread CPU time, summed over restarts
+    thread_seconds: float            # wall time of each restart, summed
     timed_out: bool
     stage1_met_budget: bool
 

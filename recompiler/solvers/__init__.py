@@ -45,7 +45,7 @@ SOLVERS: dict[str, str] = {
     "checkmate-lp": "recompiler.solvers.checkmate_lp:checkmate_lp",
 }
 
-DEFAULT_SOLVER = "greedy-evict"
+DEFAULT_SOLVER = "fastsa"
 
 
 def known_solvers() -> list[str]:

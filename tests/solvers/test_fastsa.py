@@ -1,0 +1,246 @@
+"""FastSA: optimal on brute-forceable graphs, always valid, honest about unreachable budgets."""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recompiler.builders import random_layered, training_chain, transformer_block
+from recompiler.errors import SolverOptionError
+from recompiler.graph import CostGraph, VariantGroup, VariantOption
+from recompiler.simulate import baseline, simulate, simulate_reference
+from recompiler.solvers import DEFAULT_SOLVER, solve
+from recompiler.solvers.fastsa import FastSAConfig, fastsa, floor_bytes
+
+# Small stage 2 for small graphs: the tests stay fast, the answers stay optimal.
+QUICK = dict(stage1_iterations=200_000, stage2_iterations=200_000)
+
+
+def brute_force_min_cost(graph: CostGraph, budget: int) -> float | None:
+    """The cheapest valid schedule with peak <= budget, by Dijkstra over (held values, computed nodes).
+
+    A step computes one node whose non-input deps are held; the bytes live at that step are the
+    held values plus the new one (plus inputs and fixed memory), exactly as ``simulate`` counts
+    them when every value is freed right after its last use. Freeing a held value is a free
+    move. Done when every node was computed and every output is held. None if no schedule fits.
+    """
+    n = graph.n
+    sched = [v for v in range(n) if not graph.is_input[v]]
+    size = [int(m) for m in graph.memory]
+    base = graph.input_bytes + graph.fixed_memory
+    need = [sum(1 << d for d in set(graph.deps[v]) if not graph.is_input[d]) for v in range(n)]
+    full = sum(1 << v for v in sched)
+    outs = sum(1 << v for v in sched if graph.is_output[v])
+
+    def held_bytes(mask):
+        return sum(size[v] for v in sched if mask >> v & 1)
+
+    start = (0, 0)
+    dist = {start: 0.0}
+    heap = [(0.0, 0, 0)]
+    while heap:
+        c, held, done = heapq.heappop(heap)
+        if dist.get((held, done), float("inf")) < c:
+            continue
+        if done == full and held & outs == outs:
+            return c
+        nxt = []
+        for v in sched:
+            if held >> v & 1:  # recomputing a held value never helps
+                continue
+            if graph.pinned[v] and done >> v & 1:
+                continue
+            if need[v] & ~held:
+                continue
+            if base + held_bytes(held) + size[v] > budget:
+                continue
+            nxt.append((c + float(graph.compute[v]), held | 1 << v, done | 1 << v))
+        for v in sched:
+            if held >> v & 1:
+                nxt.append((c, held & ~(1 << v), done))
+        for nc, nh, nd in nxt:
+            if nc < dist.get((nh, nd), float("inf")):
+                dist[(nh, nd)] = nc
+                heapq.heappush(heap, (nc, nh, nd))
+    return None
+
+
+def _skips() -> CostGraph:
+    """Heterogeneous sizes and costs on a chain with skip connections."""
+    return CostGraph(names=list("abcdefgh"), deps=[[], [0], [1], [1, 2], [3], [2, 4], [0, 5], [6, 3]],
+                     compute=[3, 1, 4, 1, 5, 9, 2, 6], memory=[8, 2, 9, 3, 7, 1, 6, 4],
+                     is_output=[False] * 7 + [True], name="skips")
+
+
+def _budget(graph: CostGraph, fraction: float) -> int:
+    """``fraction`` of the way from the floor (0.0) to the store-all peak (1.0)."""
+    floor = graph.local_bound()
+    return int(floor + (baseline(graph).peak_bytes - floor) * fraction)
+
+
+SMALL = {
+    **{f"random9_s{seed}": random_layered(9, width=3, edge_prob=0.5, seed=seed, max_memory=50) for seed in range(4)},
+    "random11_s7": random_layered(11, width=2, edge_prob=0.5, seed=7, max_memory=50),
+    "skips": _skips(),
+    "train_chain4": training_chain(4, memory=10),
+    "train_chain5": training_chain(5, compute=2.0, with_input=True),
+}
+FRACTIONS = (0.0, 0.3, 0.6, 1.0)
+# Budgets at or next to the floor of the training chains, where the optimum recomputes whole
+# prefixes of the chain (and the loss output at the very end): single-node moves do not find
+# those schedules (see the issue's closing note). Strict: if FastSA learns them, this list shrinks.
+KNOWN_MISSES = {("train_chain4", 0.0), ("train_chain4", 0.3), ("train_chain5", 0.0), ("train_chain5", 0.3)}
+CASES = [pytest.param(name, f, marks=pytest.mark.xfail(strict=True, reason="deep checkpointing at the floor"))
+         if (name, f) in KNOWN_MISSES else pytest.param(name, f) for name in SMALL for f in FRACTIONS]
+
+
+_OPTIMA: dict = {}
+
+
+def optimum(name: str, fraction: float) -> float | None:
+    if (name, fraction) not in _OPTIMA:
+        _OPTIMA[name, fraction] = brute_force_min_cost(SMALL[name], _budget(SMALL[name], fraction))
+    return _OPTIMA[name, fraction]
+
+
+@pytest.mark.parametrize("name,fraction", CASES)
+def test_cost_within_one_percent_of_brute_force_optimum(name, fraction):
+    graph = SMALL[name]
+    budget = _budget(graph, fraction)
+    best = optimum(name, fraction)
+    if best is None:
+        plan = solve(graph, budget, "fastsa", seed=3, **QUICK)
+        assert not plan.feasible  # nothing fits, and FastSA does not pretend otherwise
+        return
+    plan = solve(graph, budget, "fastsa", seed=3, **QUICK)
+    assert plan.feasible, (name, budget, plan.peak_bytes)
+    assert plan.cost <= best * 1.01 + 1e-9, (name, budget, plan.cost, best)
+    assert plan.cost >= best - 1e-9  # the brute force is a true optimum
+
+
+def test_the_small_cases_include_feasible_tight_budgets():
+    feasible = [(n, f) for n in SMALL for f in FRACTIONS if optimum(n, f) is not None]
+    assert len(feasible) >= 20
+    assert sum(f <= 0.3 for _, f in feasible) >= 5
+
+
+def test_brute_force_agrees_with_simulate_on_a_known_case():
+    g = training_chain(3, memory=10)  # f0 f1 f2 loss b2 b1 b0: store-all peaks at 50 bytes
+    assert brute_force_min_cost(g, baseline(g).peak_bytes) == baseline(g).cost
+    assert brute_force_min_cost(g, g.local_bound() - 1) is None
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 40), seed=st.integers(0, 10_000), frac=st.floats(0.05, 1.0),
+       width=st.integers(1, 5), restarts=st.integers(1, 3))
+def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, restarts):
+    g = random_layered(n, width=width, seed=seed, edge_prob=0.4)
+    budget = max(1, int(baseline(g).peak_bytes * frac))
+    r = fastsa(g, budget, seed=seed, restarts=restarts, stage1_iterations=30_000, stage2_iterations=30_000)
+    sim = simulate(g, r.schedule, r.variant)
+    assert sim.valid, sim.reason
+    ref = simulate_reference(g, r.schedule, r.variant)
+    assert ref.peak_bytes == sim.peak_bytes
+    # The solver's incremental peak (segment tree) is simulate's peak, byte for byte.
+    assert r.stats["native_peak_bytes"] == sim.peak_bytes
+    assert r.stats["native_cost"] == pytest.approx(sim.cost, rel=1e-9)
+    assert sim.peak_bytes >= g.local_bound()
+
+
+def test_pinned_nodes_are_never_recomputed():
+    g = training_chain(12, memory=10)
+    pinned = np.zeros(g.n, dtype=bool)
+    pinned[[1, 3, 5]] = True
+    g = CostGraph(names=g.names, deps=g.deps, compute=g.compute, memory=g.memory, is_backward=g.is_backward,
+                  pinned=pinned, is_output=g.is_output, name="pinned_chain")
+    plan = solve(g, "50%", "fastsa", seed=0, **QUICK)
+    for v in (1, 3, 5):
+        assert plan.schedule.count(v) == 1
+    assert len(plan.schedule) > g.n  # the others were recomputed to meet the budget
+    assert plan.feasible
+
+
+def _approx_graph() -> CostGraph:
+    """A training chain whose f2 output is large, with an approximate lowering that makes it tiny."""
+    g = training_chain(6, memory=10)
+    memory = g.memory.copy()
+    memory[2] = 100
+    opts = [VariantOption("eager", True, [1.0], [100]),
+            VariantOption("sampled", False, [1.0], [1])]
+    return CostGraph(names=g.names, deps=g.deps, compute=g.compute, memory=memory, is_backward=g.is_backward,
+                     is_output=g.is_output, variant_groups=[VariantGroup("f2", "linear", [2], opts)])
+
+
+def test_approximate_options_only_when_allowed():
+    g = _approx_graph()
+    base = baseline(g)
+    budget = base.peak_bytes - 30
+    plain = solve(g, budget, "fastsa", seed=0, **QUICK)
+    assert plain.feasible and plain.variant == [0]
+    assert plain.cost > base.cost  # f2 must be recomputed instead of kept
+    approx = solve(g, budget, "fastsa", seed=0, allow_approx=True, **QUICK)
+    assert approx.feasible and approx.variant == [1]
+    assert approx.cost == base.cost  # the small lowering fits without any recomputation
+
+
+def test_variant_switch_moves_keep_plans_valid():
+    g = transformer_block(2, seq=256, hidden=64, with_variants=True)
+    for frac in (1.0, 0.9):
+        r = fastsa(g, int(baseline(g).peak_bytes * frac), seed=1, **QUICK)
+        sim = simulate(g, r.schedule, r.variant)
+        assert sim.valid, sim.reason
+        assert r.stats["native_peak_bytes"] == sim.peak_bytes
+
+
+def test_budget_below_the_floor_returns_quickly_and_infeasible():
+    g = random_layered(200, seed=7)
+    floor = floor_bytes(g)
+    assert floor == g.local_bound()
+    start = time.perf_counter()
+    plan = solve(g, floor - 1, "fastsa", seed=0, floor_time=0.5)
+    assert time.perf_counter() - start < 5
+    assert not plan.feasible
+    assert plan.stats["below_floor"]
+    assert plan.peak_bytes < baseline(g).peak_bytes  # it still reports the lowest peak it found
+
+
+def test_time_limit_is_honored():
+    g = random_layered(400, seed=2)
+    start = time.perf_counter()
+    plan = solve(g, "30%", "fastsa", seed=0, time_limit=0.6, stage1_iterations=10**9, stage2_iterations=10**9)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.6 + 1.5, elapsed
+    assert plan.stats["timed_out"]
+
+
+def test_deterministic_for_a_seed():
+    g = random_layered(60, seed=11)
+    kw = dict(seed=5, restarts=3, threads=2, **QUICK)
+    a = fastsa(g, int(baseline(g).peak_bytes * 0.7), **kw)
+    b = fastsa(g, int(baseline(g).peak_bytes * 0.7), **kw)
+    assert a.schedule == b.schedule and a.variant == b.variant
+    c = fastsa(g, int(baseline(g).peak_bytes * 0.7), **{**kw, "threads": 1})
+    assert c.schedule == a.schedule  # the threads only decide where restarts run
+    d = fastsa(g, int(baseline(g).peak_bytes * 0.7), **{**kw, "seed": 6})
+    assert d.stats["iterations"] > 0
+
+
+def test_config_dataclass_and_option_errors():
+    cfg = FastSAConfig(stage2_iterations=10_000, restarts=1)
+    with pytest.raises(TypeError):
+        FastSAConfig(10)  # keyword-only
+    r = fastsa(training_chain(5), 10**9, config=cfg, stage1_iterations=1000)
+    assert r.stats["restarts"] == 1
+    with pytest.raises(SolverOptionError):
+        solve(training_chain(5), "50%", "fastsa", threads=0)
+    with pytest.raises(SolverOptionError):
+        solve(training_chain(5), "50%", "fastsa", not_an_option=1)
+
+
+def test_fastsa_is_the_default_solver():
+    assert DEFAULT_SOLVER == "fastsa"
