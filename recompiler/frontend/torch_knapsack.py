@@ -4,7 +4,7 @@ PyTorch's min-cut partitioner (``torch._functorch.partitioners.min_cut_remateria
 with ``torch._functorch.config.activation_memory_budget`` set solves a 0-1 knapsack over the
 activations it could save (default solver: the quantized DP; its ``ilp`` needs scipy) and
 returns a forward and a backward fx graph, the backward recomputing what was not saved.
-:func:`torch_knapsack_schedule` turns that decision into our schedule over the *same* joint
+:func:`schedule_from_modules` turns that decision into our schedule over the *same* joint
 graph the CostGraph was lowered from:
 
 1. the forward graph's computing nodes in its order, then the backward graph's in its order
@@ -27,6 +27,9 @@ in the fraction) and records that fraction in ``stats["torch_budget"]``.
 
 CSE is switched off while partitioning (``torch._functorch.config.cse``): CSE would merge
 equal nodes of the joint graph, whose merged-away nodes our CostGraph still has.
+
+It is not a CostGraph solver in ``SOLVERS``: it needs the fx joint graph, so ``recompile bench``
+calls :func:`torch_knapsack` with the :class:`~recompiler.frontend.capture.Captured` model.
 """
 
 from __future__ import annotations
