@@ -66,8 +66,7 @@ public:
             if (b & 1) apply(--b, x);
             a >>= 1; b >>= 1;
         }
-        pull(la);
-        pull(lb);
+        pull(la, lb);
     }
     int64_t max() const { return mx[1]; }
 
@@ -78,8 +77,14 @@ private:
         mx[i] += x;
         if (i < N) ad[i] += x;
     }
-    void pull(int i) {
-        for (i >>= 1; i >= 1; i >>= 1) mx[i] = std::max(mx[2 * i], mx[2 * i + 1]) + ad[i];
+    void fix(int i) { mx[i] = std::max(mx[2 * i], mx[2 * i + 1]) + ad[i]; }
+    // Recompute the ancestors of leaves a <= b bottom-up; above their common ancestor, once.
+    void pull(int a, int b) {
+        for (a >>= 1, b >>= 1; a != b; a >>= 1, b >>= 1) {
+            fix(a);
+            fix(b);
+        }
+        for (; a >= 1; a >>= 1) fix(a);
     }
 };
 
@@ -580,7 +585,8 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
         }
         if (!applied) continue;
         const double fn = s.objective();
-        if (fn <= f || rng.uniform() < std::exp((f - fn) / temp)) {
+        const double drop = (f - fn) / temp;  // <= 0 for an uphill move
+        if (fn <= f || (drop > -40.0 && rng.uniform() < std::exp(drop))) {
             f = fn;
             ++run.accepted;
             if (best) best->offer(s, *vm->current);
@@ -672,9 +678,14 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
         const SimOutcome o = simulate(gv, expanded.data(), int64_t(expanded.size()), false);
         return o.error == kOk && o.peak <= budget;
     };
-    StageRun st1 = anneal(*s1, rng, cfg.stage1_iterations, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr,
+    int64_t n_nodes = 0;
+    for (int v = 0; v < g.n; ++v) n_nodes += !g.is_input[v];
+    const int64_t iters1 = cfg.stage1_iterations > 0
+                               ? cfg.stage1_iterations
+                               : std::min<int64_t>(20000000, std::max<int64_t>(2000000, 20000 * n_nodes));
+    StageRun st1 = anneal(*s1, rng, iters1, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr,
                           cfg.local_rotate, cfg.near_use, grouping ? &exact : nullptr);
-    const double temp2 = st1.iterations >= cfg.stage1_iterations ? h_f : st1.final_temp;
+    const double temp2 = st1.iterations >= iters1 ? h_f : st1.final_temp;
 
     // Ungroup: each group expands into its nodes; stage 2 anneals the exact problem.
     std::vector<int> order2;

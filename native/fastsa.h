@@ -26,7 +26,7 @@ struct VariantGroupSpec {
 };
 
 struct FastSAConfig {
-    int64_t stage1_iterations = 20000000;  // grouped stage; stops early once the budget is met
+    int64_t stage1_iterations = 0;         // grouped stage, stops once the budget is met; 0 = 20000 per node in [2e6, 2e7]
     int64_t stage2_iterations = 0;         // ungrouped stage, fixed length; 0 = max(2e6, 8000 per node)
     int64_t slots = 0;                     // slot-array length T; 0 = automatic (scales with the schedule)
     uint64_t seed = 0;
