@@ -212,6 +212,8 @@ def _check(cfg: FastSAConfig) -> None:
     for name in ("stage1_iterations", "stage2_iterations", "slots"):
         if getattr(cfg, name) < 0:
             raise SolverOptionError(f"fastsa option {name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.slots > 2**26:
+        raise SolverOptionError(f"fastsa option slots is at most 2**26 (67M slots, ~1.6 GiB), got {cfg.slots}")
     if cfg.over_weight < 0:
         raise SolverOptionError(f"fastsa option over_weight must be >= 0, got {cfg.over_weight}")
     if cfg.restarts < 0:
