@@ -21,7 +21,7 @@ RESULTS = {}
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_plan_gradients_equal_eager(name, budget, solver):
     model, inputs = MODELS[name]()
-    r = check_step(model, inputs, budget=budget, solver=solver, repeats=1, time_limit=10)
+    r = check_step(model, inputs, budget=budget, solver=solver, repeats=1, time_limit=3)
     RESULTS[(name, budget, solver)] = r
     assert r.graphs == 1
     assert r.max_grad_error <= 1e-5

@@ -40,7 +40,7 @@ def check_plan(graph, plan: Plan, budget_bytes: int):
 def test_every_solver_on_every_shared_graph(path, fraction, solver):
     g = shared_graph(path)
     budget = int(baseline(g).peak_bytes * fraction)
-    plan = solve(g, budget, solver, time_limit=5)
+    plan = solve(g, budget, solver, time_limit=2)
     check_plan(g, plan, budget)
 
 
@@ -49,7 +49,7 @@ def test_every_solver_on_every_shared_graph(path, fraction, solver):
                          ids=["train_chain", "random", "transformer"])
 def test_solvers_on_synthetic_graphs(graph, solver):
     budget = int(baseline(graph).peak_bytes * 0.6)
-    check_plan(graph, solve(graph, budget, solver, time_limit=5), budget)
+    check_plan(graph, solve(graph, budget, solver, time_limit=2), budget)
 
 
 def test_greedy_evict_meets_reachable_budgets_on_checkmate_graphs():
