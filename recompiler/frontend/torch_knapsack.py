@@ -146,13 +146,13 @@ GRID = (1.0, 0.5, 0.25, 0.1, MIN_BUDGET)
 
 
 def torch_knapsack(captured, budget_bytes: int, *, steps: int = 4, time_limit: float | None = None,
-                   cache: dict | None = None) -> Plan:
+                   cache: dict | None = None, grid: tuple[float, ...] = GRID) -> Plan:
     """PyTorch's plan with the largest ``activation_memory_budget`` whose simulated peak fits ``budget_bytes``.
 
     The peak is not monotone in PyTorch's fraction (recomputing everything can raise it), so
-    the fractions of :data:`GRID` are probed first; the largest that fits is then raised by
-    ``steps`` bisection steps towards the next larger grid value. ``time_limit`` seconds stop
-    the search early (the best plan so far is kept). If nothing fits, the plan with the lowest
+    the fractions of ``grid`` (default :data:`GRID`) are probed first, largest first; the
+    largest that fits is then raised by ``steps`` bisection steps towards the next larger one.
+    ``time_limit`` seconds stop the search early (the best plan so far is kept). If nothing fits, the plan with the lowest
     peak seen is returned (``feasible=False``). ``cache`` (a dict kept per captured model)
     shares probes between budgets. ``stats["torch_budget"]`` is the fraction chosen.
     """
@@ -174,7 +174,7 @@ def torch_knapsack(captured, budget_bytes: int, *, steps: int = 4, time_limit: f
 
     best = None
     above = None   # the smallest grid fraction larger than the best that fits (does not fit)
-    for b in GRID:
+    for b in sorted(grid, reverse=True):
         p = run(b)
         if fits(p):
             best = p
