@@ -79,7 +79,7 @@ def run_cell(graph, name: str, pct: int, seed: int, time_limit: float | None) ->
         "moves_per_wall_second": plan.stats["moves_per_wall_second"], "cpu_seconds": plan.stats["cpu_seconds"],
         "restarts": plan.stats["restarts"], "load_average": os.getloadavg()[0],
         "stage1_iterations": plan.stats["stage1_iterations"], "stage2_iterations": plan.stats["stage2_iterations"],
-        "schedule_length": len(plan.schedule), "floor_pct": 100.0 * plan.stats["floor_bytes"] / base.peak_bytes,
+        "schedule_length": len(plan.schedule), "floor_pct": 100.0 * plan.stats["search_floor_bytes"] / base.peak_bytes,
         "simulate_us": 1e6 * simulate_seconds(graph, plan), "seed": seed, "time_limit": time_limit,
     }
 

@@ -93,8 +93,9 @@ class FastSAConfig:
 def floor_bytes(graph: CostGraph, *, allow_approx: bool = False) -> int:
     """A lower bound on the peak of any plan under any allowed variant choice (DESIGN.md, "The floor").
 
-    Per node: its own bytes plus its non-input inputs' bytes, each at the smallest size any allowed
-    option gives it, minimised over the options of the node's own group (which may change its inputs).
+    The larger of two bounds, each with every node at the smallest size an allowed option gives it:
+    the local bound (per node, its bytes plus its non-input inputs' bytes, minimised over the options
+    of its own group, which may change its inputs), and the last step, where every output is live.
     """
     n = graph.n
     min_mem = graph.memory.astype(np.int64).copy()
@@ -115,7 +116,8 @@ def floor_bytes(graph: CostGraph, *, allow_approx: bool = False) -> int:
         choices = own_opts.get(v, [(int(graph.memory[v]), graph.deps[v])])
         need = min(mem + sum(int(min_mem[d]) for d in set(deps) if not graph.is_input[d]) for mem, deps in choices)
         best = max(best, need)
-    return best + graph.input_bytes + graph.fixed_memory
+    at_end = int(min_mem[graph.is_output & ~graph.is_input].sum())
+    return max(best, at_end) + graph.input_bytes + graph.fixed_memory
 
 
 def _groups_spec(graph: CostGraph) -> list:
@@ -184,7 +186,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
         "native_seconds": float(r["seconds"]),
         "native_peak_bytes": int(r["peak"]),
         "native_cost": float(r["cost"]),
-        "floor_bytes": floor,
+        "search_floor_bytes": floor,
         "below_floor": below_floor,
     }
     variant = [int(x) for x in r["variant"]] or None
