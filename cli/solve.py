@@ -33,5 +33,5 @@ def solve_command(graph_file, budget, solver, seed, time_limit, json_out):
     if json_out:
         say(f"plan written to {json_out}")
     if not plan.feasible:
-        say(f"[bold red]infeasible:[/] {infeasible_message(plan, graph.local_bound(plan.variant))}")
+        say(f"[bold red]infeasible:[/] {infeasible_message(plan, graph.floor(plan.variant))}")
         raise SystemExit(EXIT_INFEASIBLE)

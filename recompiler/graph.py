@@ -203,6 +203,16 @@ class CostGraph:
             best = max(best, need)
         return best + self.input_bytes + self.fixed_memory
 
+    def floor(self, variant: Sequence[int] | None = None) -> int:
+        """The smallest peak any schedule can reach: the local bound, or every input plus every
+        output (gradients, loss), all live at the last step, whichever is higher.
+
+        The second term is what usually binds for a training step (parameters + gradients).
+        """
+        memory = self.resolve(variant).memory
+        at_end = self.input_bytes + int(memory[self.is_output & ~self.is_input].sum()) + self.fixed_memory
+        return max(self.local_bound(variant), at_end)
+
     def summary(self) -> str:
         return (f"{self.name}: {self.n} nodes, {self.num_edges} edges, "
                 f"{int(self.is_backward.sum())} backward, {int(self.is_input.sum())} inputs, "

@@ -66,6 +66,14 @@ def test_variant_group_checks():
         make([[], [0]], memory=[1, 4], variant_groups=[VariantGroup("a", "linear", [1], [opt0, VariantOption("s", False, [1.0], [1], deps=[[1]])])])
 
 
+def test_floor_counts_outputs_live_at_the_end():
+    g = make([[], [0], [0]], memory=[5, 2, 3], is_output=[False, True, True], fixed_memory=1)
+    assert g.local_bound() == 5 + 3 + 1
+    assert g.floor() == max(g.local_bound(), 2 + 3 + 1)
+    g2 = make([[], [], []], memory=[4, 4, 4], is_output=[True, True, True])
+    assert g2.local_bound() == 4 and g2.floor() == 12
+
+
 def test_local_bound_counts_node_plus_inputs():
     g = make([[], [0], [1]], memory=[5, 2, 3], is_input=[True, False, False], fixed_memory=7)
     # max(2 (+ input 0 not counted twice), 3 + 2) + inputs 5 + fixed 7

@@ -429,12 +429,8 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
 
 
 def reachable_floor(graph: CostGraph, variant=None) -> int:
-    """The smallest peak any schedule can reach: the local bound of DESIGN.md, or — often higher
-    for a training step — every input plus every output (gradients, loss, buffer updates), all
-    live at the last step."""
-    mem = graph.resolve(variant).memory
-    at_end = graph.input_bytes + int(mem[graph.is_output & ~graph.is_input].sum()) + graph.fixed_memory
-    return max(graph.local_bound(variant), at_end)
+    """The smallest peak any schedule can reach (:meth:`CostGraph.floor`)."""
+    return graph.floor(variant)
 
 
 def _output_bytes(node: torch.fx.Node) -> int:

@@ -84,6 +84,7 @@ def solve(graph: CostGraph, budget: str | int, solver: str | None = None, *, see
     start = time.perf_counter()
     result = fn(graph, budget_bytes, **kwargs)
     seconds = time.perf_counter() - start
-    stats = {"local_bound_bytes": graph.local_bound(result.variant), **result.stats}
+    stats = {"local_bound_bytes": graph.local_bound(result.variant), "floor_bytes": graph.floor(result.variant),
+             **result.stats}
     return make_plan(graph, result.schedule, solver=name, budget_bytes=budget_bytes, variant=result.variant,
                      solve_seconds=seconds, stats=stats)
