@@ -135,11 +135,18 @@ def test_brute_force_agrees_with_simulate_on_a_known_case():
     assert brute_force_min_cost(g, g.local_bound() - 1) is None
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(3, 40), seed=st.integers(0, 10_000), frac=st.floats(0.05, 1.0),
-       width=st.integers(1, 5), restarts=st.integers(1, 3))
-def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, restarts):
+       width=st.integers(1, 5), restarts=st.integers(1, 3), flags=st.integers(0, 3))
+def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, restarts, flags):
     g = random_layered(n, width=width, seed=seed, edge_prob=0.4)
+    rng = np.random.default_rng(seed)
+    if flags:  # first-layer nodes become inputs, a few others pinned, some fixed memory
+        is_input = np.zeros(g.n, dtype=bool)
+        is_input[: min(width, g.n - 1)] = flags & 1
+        pinned = (rng.random(g.n) < 0.15) & ~is_input if flags & 2 else None
+        g = CostGraph(names=g.names, deps=g.deps, compute=g.compute, memory=g.memory, is_input=is_input,
+                      pinned=pinned, is_output=g.is_output & ~is_input, fixed_memory=int(rng.integers(0, 500)))
     budget = max(1, int(baseline(g).peak_bytes * frac))
     r = fastsa(g, budget, seed=seed, restarts=restarts, stage1_iterations=30_000, stage2_iterations=30_000)
     sim = simulate(g, r.schedule, r.variant)
@@ -149,7 +156,10 @@ def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, rest
     # The solver's incremental peak (segment tree) is simulate's peak, byte for byte.
     assert r.stats["native_peak_bytes"] == sim.peak_bytes
     assert r.stats["native_cost"] == pytest.approx(sim.cost, rel=1e-9)
-    assert sim.peak_bytes >= g.local_bound()
+    assert sim.peak_bytes >= floor_bytes(g)
+    if g.pinned.any():
+        counts = np.bincount(np.asarray(r.schedule, dtype=int), minlength=g.n)
+        assert (counts[g.pinned] == 1).all()
 
 
 def test_pinned_nodes_are_never_recomputed():
@@ -186,6 +196,47 @@ def test_approximate_options_only_when_allowed():
     approx = solve(g, budget, "fastsa", seed=0, allow_approx=True, **QUICK)
     assert approx.feasible and approx.variant == [1]
     assert approx.cost == base.cost  # the small lowering fits without any recomputation
+    # One restart starts from option 0, so only a switch move in stage 2 can reach option 1.
+    switched = solve(g, budget, "fastsa", seed=1, allow_approx=True, restarts=1, **QUICK)
+    assert switched.variant == [1] and switched.cost == base.cost
+
+
+def _random_variant_graph(n: int, seed: int) -> CostGraph:
+    """A random DAG with 1-3 variant groups whose options change costs, sizes and dependencies."""
+    rng = np.random.default_rng(seed)
+    g = random_layered(n, width=3, seed=seed, edge_prob=0.4)
+    groups, free = [], list(rng.permutation(np.arange(1, n)))
+    for gi in range(int(rng.integers(1, 4))):
+        k = int(rng.integers(1, 3))
+        nodes, free = sorted(int(x) for x in free[:k]), free[k:]
+        if not nodes:
+            break
+        opts = [VariantOption("o0", True, [float(g.compute[v]) for v in nodes], [int(g.memory[v]) for v in nodes])]
+        for j in range(int(rng.integers(1, 3))):
+            deps = None
+            if rng.random() < 0.5:
+                deps = [sorted({int(d) for d in rng.choice(v, size=min(v, int(rng.integers(0, 3))), replace=False)})
+                        for v in nodes]
+            opts.append(VariantOption(f"o{j + 1}", bool(rng.random() < 0.5),
+                                      [float(rng.uniform(0.1, 20)) for _ in nodes],
+                                      [int(rng.integers(1, 1500)) for _ in nodes], deps))
+        groups.append(VariantGroup(f"g{gi}", "linear", nodes, opts))
+    return CostGraph(names=g.names, deps=g.deps, compute=g.compute, memory=g.memory, is_output=g.is_output,
+                     variant_groups=groups)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(4, 30), seed=st.integers(0, 10_000), frac=st.floats(0.2, 1.0), approx=st.booleans())
+def test_variant_switches_on_random_graphs_stay_exact(n, seed, frac, approx):
+    g = _random_variant_graph(n, seed)
+    budget = int(baseline(g).peak_bytes * frac)
+    r = fastsa(g, budget, seed=seed, allow_approx=approx, stage1_iterations=20_000, stage2_iterations=40_000)
+    sim = simulate(g, r.schedule, r.variant)
+    assert sim.valid, sim.reason
+    assert r.stats["native_peak_bytes"] == sim.peak_bytes
+    assert r.stats["native_cost"] == pytest.approx(sim.cost, rel=1e-9)
+    if not approx:
+        assert all(vg.options[c].exact for vg, c in zip(g.variant_groups, r.variant))
 
 
 def test_variant_switch_moves_keep_plans_valid():
