@@ -16,6 +16,10 @@ also switch a variant group's option (``exact: false`` options only with
 ``allow_approx``). Independent restarts run on ``threads`` std::threads; the best
 is kept, and the result is deterministic for a seed unless the time limit cuts it.
 
+Known limit: moves change one node at a time, so schedules that need a long coordinated
+recomputation at once (a training chain at its very floor, which recomputes whole prefixes and
+even the loss at the end) are out of reach; tests/solvers/test_fastsa.py lists them (strict xfail).
+
 A budget below the graph's floor (DESIGN.md, "The floor") cannot be met: FastSA then
 anneals towards the floor for a short time and returns its lowest peak, which
 ``make_plan`` marks ``feasible=False``.
