@@ -4,8 +4,8 @@ Each model is loaded (captured) once and its graph reused for every solver and b
 A budget below the model's reachable floor is solved toward the floor (as ``recompile
 plan`` does) and the row marked infeasible. A solver that cannot handle a model (the
 Checkmate MILP/LP on large graphs, torch-knapsack on a shared graph that has no fx graph)
-gives a *skipped* row with the reason; a solver error gives an *error* row; a schedule
-``simulate`` rejects gives an *invalid* row. Nothing crashes the suite.
+gives a *skipped* row with the reason; a solver that proves no plan fits a *no-plan* row; a
+solver error an *error* row; a schedule ``simulate`` rejects an *invalid* row. Nothing crashes the suite.
 
 Solve times are reported as seconds and as a ratio to a *calibration*: a fixed small solve
 timed right before each model, so that the regression test can compare times across
@@ -41,6 +41,8 @@ CI_OPTIONS: dict[str, dict] = {
     TORCH_KNAPSACK: {"steps": 1, "grid": (1.0, 0.5, 0.1)},   # each probe is a partitioner run: seconds
 }
 CI_TIME_LIMITS: dict[str, float | None] = {"fastsa": None, "checkmate-lp": 120.0, TORCH_KNAPSACK: None}
+#: Seconds per solve outside ci when no --time-limit is given (FastSA's own bound is 2e7 iterations).
+DEFAULT_TIME_LIMIT = 60.0
 
 
 def parse_budgets(text: str) -> list[str]:
@@ -203,7 +205,7 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
 
     ``deterministic`` (default: True for ``ci``) uses :data:`CI_OPTIONS` and
     :data:`CI_TIME_LIMITS` so the numbers repeat exactly; otherwise every solver gets
-    ``time_limit`` seconds (None: the solver's own default). ``checkpoint`` receives the
+    ``time_limit`` seconds (None: :data:`DEFAULT_TIME_LIMIT`). ``checkpoint`` receives the
     result so far after each model (to save partial results of a long run).
     """
     from recompiler.errors import RecompilerError
@@ -219,6 +221,8 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
     solvers = list(solvers or default_solvers())
     check_solvers(solvers)
     deterministic = (suite == "ci") if deterministic is None else deterministic
+    if time_limit is None and not deterministic:
+        time_limit = DEFAULT_TIME_LIMIT
     start = time.perf_counter()
     infos: dict[str, ModelInfo] = {}
     rows: list[Row] = []
@@ -261,12 +265,7 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
                         plan = solve_one(loaded, b, s, seed=seed, time_limit=limit, options=opts,
                                          knapsack_cache=cache)
                     except RecompilerError as e:
-                        from recompiler.errors import InvalidGraph
-
-                        row.status = "invalid" if isinstance(e, InvalidGraph) else "skipped"
-                        if type(e).__name__ not in ("ModelTooLarge", "InvalidGraph"):
-                            row.status = "error"
-                        row.reason = _one_line(e)
+                        row.status, row.reason = _status_of(e), _one_line(e)
                     except Exception as e:  # noqa: BLE001 - report, keep going
                         row.status, row.reason = "error", _one_line(e)
                     else:
@@ -283,6 +282,20 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
             checkpoint(SuiteResult(suite, budgets, solvers, time_limit, dict(infos), list(rows),
                                    time.perf_counter() - start))
     return SuiteResult(suite, budgets, solvers, time_limit, infos, rows, time.perf_counter() - start)
+
+
+def _status_of(e: Exception) -> str:
+    """A solver's refusal as a row status: too large → skipped, proved infeasible → no-plan,
+    a schedule ``simulate`` rejects → invalid, anything else → error."""
+    from recompiler.errors import InfeasibleBudget, InvalidGraph
+
+    if type(e).__name__ == "ModelTooLarge":
+        return "skipped"
+    if isinstance(e, InfeasibleBudget):
+        return "no-plan"
+    if isinstance(e, InvalidGraph):
+        return "invalid"
+    return "error"
 
 
 def _one_line(e: BaseException) -> str:

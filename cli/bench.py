@@ -43,7 +43,7 @@ def _import_bench_models():
 @click.option("--update-expected", is_flag=True,
               help="Rewrite bench_models/expected/<suite>.json with this run (the regression baseline).")
 @click.option("--time-limit", type=float, default=None,
-              help="Seconds per solve (full suite; ci uses fixed iteration counts).")
+              help="Seconds per solve (full suite, default 60; ci uses fixed iteration counts).")
 @click.option("--list", "list_models", is_flag=True, help="List the suite's models and sizes, and exit.")
 def bench_command(suite, models, budgets, solvers, json_out, update_expected, time_limit, list_models):
     """Run the benchmark suite: capture each model once, plan it at every budget with every solver."""

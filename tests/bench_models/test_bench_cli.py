@@ -71,3 +71,18 @@ def test_ci_and_full_sizes_build_the_stated_configs():
     model, inputs = registry.build("resnet50", "full")
     assert tuple(inputs[0].shape) == (8, 3, 224, 224)
     assert sum(p.numel() for p in model.parameters()) == 25_557_032  # the real ResNet-50
+
+
+def test_solver_refusals_become_statuses_not_crashes():
+    from bench_models import runner
+    from recompiler.errors import InfeasibleBudget, InvalidGraph
+    from recompiler.solvers.checkmate_model import ModelTooLarge
+
+    assert runner._status_of(ModelTooLarge("too big")) == "skipped"
+    assert runner._status_of(InfeasibleBudget("no staged schedule fits")) == "no-plan"
+    assert runner._status_of(InvalidGraph("bad schedule")) == "invalid"
+    assert runner._status_of(RuntimeError("boom")) == "error"
+    loaded = registry.load("graph:RL2", "full")
+    assert runner.skip_reason("checkmate-milp", loaded, "full") == "too large (250 nodes > 150)"
+    assert runner.skip_reason("checkmate-lp", loaded, "full") is None
+    assert runner.skip_reason("torch-knapsack", loaded, "full").startswith("no fx graph")
