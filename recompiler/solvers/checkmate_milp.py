@@ -16,7 +16,8 @@ fcn_8 @ 80%    optimal 103 s   time-out, gap 2.95% (120 s)  time-out, gap 20.8% 
 
 CP-SAT finds *some* incumbent most often, so the call first builds one itself:
 the LP relaxation at the full budget (its objective is ``lower_bound_cost``) is
-rounded as in ``checkmate-lp`` and the best rounding that fits becomes a MIP start
+rounded as in ``checkmate-lp`` (and, when no rounding fits, the LP at 0.9 × budget
+or halfway to the floor) and the best rounding that fits becomes a MIP start
 (CP-SAT and SCIP take it as a hint; HiGHS's hint crashes in OR-Tools 9.15, so for
 HiGHS it is only the fallback incumbent). On a time-out the best incumbent is
 returned with ``optimal: False`` and the relative gap to the best proven bound
@@ -97,6 +98,15 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         # once the LP is solved), with its exact S/FREE/U.
         t0 = time.monotonic()
         best, _ = round_lp(form, [s_frac], seed=seed, random_draws=8, deadline=t0 + 0.1 * limit)
+        reduced = max(int(0.9 * budget_bytes), (floor + budget_bytes) // 2)
+        left = 0.5 * limit - (time.monotonic() - start)
+        if (best is None or best[0][0] != 0) and left > 1.0 and reduced < budget_bytes:
+            # Nothing fits: as checkmate-lp does, round the LP of a smaller budget.
+            _, s_low, _ = solve_lp(Formulation(graph, reduced), time_limit=left)
+            if s_low is not None:
+                low, _ = round_lp(form, [s_low], seed=seed, random_draws=8,
+                                  deadline=time.monotonic() + 0.1 * limit)
+                best = low if best is None or low[0] < best[0] else best
         if best is not None and best[0][0] == 0:
             hint = form.exact_values(best[2], lm)
             stats["warm_start_cost"] = best[0][1]
