@@ -2,6 +2,7 @@
 
     python bench_models/checkmate_bench.py [--json out.json] [--time-limit S]
                                            [--heuristic-time-limit S] [--graphs a,b] [--budgets 90,80]
+    python bench_models/checkmate_bench.py --table-from a.json [--table-from b.json]
 
 On the seven Checkmate graphs and RL1/RL2 (random_layered n100/n250) at 90/80/70/50%
 of the store-all peak: cost increase % of checkmate-milp with its proven gap,
@@ -14,6 +15,7 @@ per (graph, budget, solver).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -70,20 +72,59 @@ def _cell(rec: dict | None, *, seconds: bool = True) -> str:
     return f"+{_pct(rec['overhead'])}{s}"
 
 
+def render(records: list[dict], title: str) -> Table:
+    """The side-by-side table from the JSON records (one row per graph and budget)."""
+    others = sorted({r["solver"] for r in records if r.get("solver") and r["solver"] not in EXACT})
+    table = Table(title=title)
+    for col in ["graph", "n", "budget", "floor", "MILP", "gap", "LP-round", "LP bound", *others]:
+        table.add_column(col, justify="left" if col == "graph" else "right")
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        rows.setdefault((r["graph"], r["budget_percent"]), {})[r["solver"]] = r
+    last = None
+    for (name, pct), row in rows.items():
+        if last is not None and name != last:
+            table.add_section()
+        last = name
+        first = next(iter(row.values()))
+        floor = first["floor_percent"] / 100
+        lead = [name, str(first["nodes"]), f"{pct}%", _pct(floor)]
+        if None in row:
+            table.add_row(*lead, "[dim]below floor[/]", *[""] * (3 + len(others)))
+            continue
+        milp, lp = row["checkmate-milp"], row["checkmate-lp"]
+        gap = milp.get("stats", {}).get("gap")
+        bound = lp.get("stats", {}).get("lower_bound_cost")
+        table.add_row(*lead, _cell(milp), "" if gap is None else _pct(gap), _cell(lp),
+                      "" if bound is None else f"+{_pct(bound / lp['baseline_cost'] - 1)}",
+                      *[_cell(row.get(s)) for s in others])
+    return table
+
+
 @click.command()
 @click.option("--json", "json_out", default=None, help="Write every record here (atomically).")
 @click.option("--time-limit", default=30.0, show_default=True, help="Seconds for checkmate-milp and checkmate-lp.")
 @click.option("--heuristic-time-limit", default=10.0, show_default=True, help="Seconds for the other solvers.")
 @click.option("--graphs", default=",".join(GRAPHS), show_default=True)
 @click.option("--budgets", default="90,80,70,50", show_default=True)
-def main(json_out, time_limit, heuristic_time_limit, graphs, budgets):
-    console = Console()
+@click.option("--table-from", "table_from", multiple=True,
+              help="Only print the table of earlier --json files (later files win per graph and budget).")
+def main(json_out, time_limit, heuristic_time_limit, graphs, budgets, table_from):
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if table_from:
+        merged: dict[tuple, dict] = {}
+        for path in table_from:
+            data = json.loads(Path(path).read_text())
+            fresh = {(r["graph"], r["budget_percent"]) for r in data["records"]}
+            merged = {k: v for k, v in merged.items() if (k[0], k[1]) not in fresh}
+            for r in data["records"]:
+                merged[r["graph"], r["budget_percent"], r["solver"]] = r
+        order = {g: i for i, g in enumerate(GRAPHS)}
+        records = sorted(merged.values(), key=lambda r: (order.get(r["graph"], 99), -r["budget_percent"]))
+        console.print(render(records, f"Checkmate baselines (cost increase %), from {', '.join(table_from)}"))
+        return
     budgets = [int(b) for b in budgets.split(",")]
     others = [s for s in known_solvers() if s not in EXACT and s not in SKIP]
-    table = Table(title=f"Checkmate baselines (cost increase %, MILP/LP {time_limit:.0f} s, "
-                        f"others {heuristic_time_limit:.0f} s)")
-    for col in ["graph", "n", "budget", "floor", "MILP", "gap", "LP-round", "LP bound", *others]:
-        table.add_column(col, justify="left" if col == "graph" else "right")
     records = []
     for name in graphs.split(","):
         graph = read_graph(graph_path(name))
@@ -91,34 +132,22 @@ def main(json_out, time_limit, heuristic_time_limit, graphs, budgets):
         floor = graph.local_bound() / base.peak_bytes
         for pct in budgets:
             budget_bytes = int(pct / 100 * base.peak_bytes)
+            common = dict(graph=name, nodes=graph.n, budget_percent=pct, budget_bytes=budget_bytes,
+                          floor_percent=100 * floor, baseline_cost=base.cost)
             if budget_bytes < graph.local_bound():
                 # No schedule can fit (DESIGN.md, "The floor"): nothing to solve.
-                records.append({"graph": name, "nodes": graph.n, "budget_percent": pct, "budget_bytes": budget_bytes,
-                                "floor_percent": 100 * floor, "solver": None, "error": "below floor"})
-                table.add_row(name, str(graph.n), f"{pct}%", _pct(floor), "[dim]below floor[/]",
-                              *[""] * (3 + len(others)))
+                records.append({**common, "solver": None, "error": "below floor"})
                 continue
-            row = {}
             for solver in [*EXACT, *others]:
                 limit = time_limit if solver in EXACT else heuristic_time_limit
-                rec = _run(graph, budget_bytes, solver, limit)
-                rec.update(graph=name, nodes=graph.n, budget_percent=pct, budget_bytes=budget_bytes,
-                           floor_percent=100 * floor, baseline_cost=base.cost)
+                rec = {**_run(graph, budget_bytes, solver, limit), **common}
                 records.append(rec)
-                row[solver] = rec
                 console.log(f"{name} @{pct}% {solver}: {_cell(rec)}")
-            milp, lp = row["checkmate-milp"], row["checkmate-lp"]
-            gap = milp.get("stats", {}).get("gap")
-            bound = lp.get("stats", {}).get("lower_bound_cost")
-            table.add_row(name, str(graph.n), f"{pct}%", _pct(floor), _cell(milp),
-                          "" if gap is None else _pct(gap), _cell(lp),
-                          "" if bound is None else f"+{_pct(bound / base.cost - 1)}",
-                          *[_cell(row[s]) for s in others])
             if json_out:
                 write_json_atomic(json_out, {"time_limit": time_limit, "heuristic_time_limit": heuristic_time_limit,
                                              "records": records})
-        table.add_section()
-    console.print(table)
+    console.print(render(records, f"Checkmate baselines (cost increase %, MILP/LP {time_limit:.0f} s, "
+                                  f"others {heuristic_time_limit:.0f} s)"))
 
 
 if __name__ == "__main__":
