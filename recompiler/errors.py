@@ -48,3 +48,7 @@ class ModelFileError(RecompilerError):
 
 class CaptureError(RecompilerError):
     """A model whose training step cannot be traced into one joint graph (or raises while traced)."""
+
+
+class ModelTooLarge(RecompilerError):
+    """An exact model (Checkmate MILP/LP) would exceed its memory cap; the message names its size."""

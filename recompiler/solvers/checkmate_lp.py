@@ -26,11 +26,10 @@ import time
 
 import numpy as np
 
-from ..errors import InfeasibleBudget
+from ..errors import InfeasibleBudget, SolverOptionError
 from ..graph import CostGraph
 from ..simulate import simulate
 from . import SolverResult
-from ..errors import SolverOptionError
 from .checkmate_model import DEFAULT_MEMORY_CAP, LP_BACKENDS, Formulation, solve_lp
 
 DEFAULT_TIME_LIMIT = 300.0

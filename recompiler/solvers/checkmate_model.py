@@ -56,7 +56,7 @@ from functools import reduce
 
 import numpy as np
 
-from ..errors import RecompilerError
+from ..errors import ModelTooLarge, RecompilerError
 from ..graph import CostGraph
 
 #: Rough bytes a MIP/LP backend spends per variable and per nonzero of the
@@ -65,10 +65,6 @@ BYTES_PER_VARIABLE = 600
 BYTES_PER_NONZERO = 120
 #: Default cap on the estimated model memory.
 DEFAULT_MEMORY_CAP = 6 * 2**30
-
-
-class ModelTooLarge(RecompilerError):
-    """The Checkmate model would need more memory than the cap allows."""
 
 
 @dataclass(frozen=True)
