@@ -24,14 +24,20 @@ def grads(model):
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
-def test_apply_plan_gradients_and_schedule(tmp_path):
+def write_plan(name, budget, path):
+    """What `recompile plan` does: capture, solve, save with the graph's node names."""
     torch._dynamo.reset()
-    model, (x,) = MODELS["cnn_bn"]()
+    model, (x,) = MODELS[name]()
     cap = capture(model, (x,), loss_fn=loss_fn)
-    plan = solve(cap.graph, "40%", "chen-greedy")
+    plan = solve(cap.graph, budget, "chen-greedy")
     plan.stats.update(cap.plan_stats())
-    path = tmp_path / "plan.json"
     plan.save(path)
+    return model, x, plan
+
+
+def test_apply_plan_gradients_and_schedule(tmp_path):
+    path = tmp_path / "plan.json"
+    model, x, plan = write_plan("cnn_bn", "40%", path)
     state = {k: v.clone() for k, v in model.state_dict().items()}
 
     loss_fn(model(x)).backward()
@@ -48,12 +54,7 @@ def test_apply_plan_gradients_and_schedule(tmp_path):
 
 
 def test_plan_for_another_graph_is_refused(tmp_path):
-    torch._dynamo.reset()
-    model, (x,) = MODELS["mlp"]()
-    cap = capture(model, (x,), loss_fn=loss_fn)
-    plan = solve(cap.graph, "50%", "chen-greedy")
-    plan.stats.update(cap.plan_stats())
-    plan.save(tmp_path / "plan.json")
+    write_plan("mlp", "50%", tmp_path / "plan.json")
     other, (y,) = MODELS["cnn_bn"]()
     step = apply_plan(other, tmp_path / "plan.json", loss_fn=loss_fn)
     with pytest.raises(PlanMismatch, match="made for another graph"):
