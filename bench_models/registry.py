@@ -11,7 +11,8 @@ Every model is built offline with random weights from a config written here (no 
   ``full`` is the real config (the two decoders: 8 layers, 512 wide, 8k vocabulary) at
   batch 4, 256 tokens; ``ci`` one or two layers, 64 wide, 128 tokens;
 * ``shared``: the 11 graphs of ../shared/graphs (Checkmate and random layered), named
-  ``graph:vgg16``, ``graph:RL1``...; already node-cost graphs: no fx graph, the same at both sizes.
+  ``graph:vgg16``, ``graph:RL1``...; already node-cost graphs: no fx graph, the same at both sizes
+  (the ci suite leaves out the two largest, RL3 and RL4).
 
 :func:`load` turns a name and size into a :class:`Loaded` (a CostGraph, plus the
 :class:`~recompiler.frontend.capture.Captured` for the fx models). ``bench_models/models/*.py``
