@@ -287,9 +287,9 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
 def _status_of(e: Exception) -> str:
     """A solver's refusal as a row status: too large → skipped, proved infeasible → no-plan,
     a schedule ``simulate`` rejects → invalid, anything else → error."""
-    from recompiler.errors import InfeasibleBudget, InvalidGraph
+    from recompiler.errors import InfeasibleBudget, InvalidGraph, ModelTooLarge
 
-    if type(e).__name__ == "ModelTooLarge":
+    if isinstance(e, ModelTooLarge):
         return "skipped"
     if isinstance(e, InfeasibleBudget):
         return "no-plan"

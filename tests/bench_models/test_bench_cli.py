@@ -75,8 +75,7 @@ def test_ci_and_full_sizes_build_the_stated_configs():
 
 def test_solver_refusals_become_statuses_not_crashes():
     from bench_models import runner
-    from recompiler.errors import InfeasibleBudget, InvalidGraph
-    from recompiler.solvers.checkmate_model import ModelTooLarge
+    from recompiler.errors import InfeasibleBudget, InvalidGraph, ModelTooLarge
 
     assert runner._status_of(ModelTooLarge("too big")) == "skipped"
     assert runner._status_of(InfeasibleBudget("no staged schedule fits")) == "no-plan"
