@@ -26,11 +26,11 @@ import time
 
 import numpy as np
 
-from ..errors import InfeasibleBudget, SolverOptionError
+from ..errors import SolverOptionError
 from ..graph import CostGraph
 from ..simulate import simulate
 from . import SolverResult
-from .checkmate_model import DEFAULT_MEMORY_CAP, LP_BACKENDS, Formulation, solve_lp
+from .checkmate_model import DEFAULT_MEMORY_CAP, require_reachable, LP_BACKENDS, Formulation, solve_lp
 
 DEFAULT_TIME_LIMIT = 300.0
 THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
@@ -53,10 +53,7 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
         raise SolverOptionError(f"checkmate-lp lp_backend {lp_backend!r}: choose one of {', '.join(LP_BACKENDS)}")
     start = time.monotonic()
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
-    floor = graph.local_bound()
-    if budget_bytes < floor:
-        raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
-                               f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+    floor = require_reachable(graph, budget_bytes)
     full = Formulation(graph, budget_bytes)
     size = full.check_size(memory_cap_bytes)
     stats: dict = {"variables": size.variables, "constraints": size.constraints}

@@ -44,7 +44,7 @@ from ..errors import InfeasibleBudget, SolverOptionError
 from ..graph import CostGraph
 from . import SolverResult
 from .checkmate_lp import round_lp
-from .checkmate_model import DEFAULT_MEMORY_CAP, Formulation, LinearModel, solve_lp, to_pywraplp
+from .checkmate_model import DEFAULT_MEMORY_CAP, require_reachable, Formulation, LinearModel, solve_lp, to_pywraplp
 
 BACKENDS = ("highs", "scip", "cp-sat")
 DEFAULT_TIME_LIMIT = 300.0
@@ -72,10 +72,7 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         raise SolverOptionError(f"checkmate-milp backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     start = time.monotonic()
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
-    floor = graph.local_bound()
-    if budget_bytes < floor:
-        raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
-                               f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+    floor = require_reachable(graph, budget_bytes)
     form = Formulation(graph, budget_bytes)
     size = form.check_size(memory_cap_bytes)
     stats: dict = {"backend": backend, "variables": size.variables, "constraints": size.constraints}

@@ -56,7 +56,7 @@ from functools import reduce
 
 import numpy as np
 
-from ..errors import ModelTooLarge, RecompilerError
+from ..errors import InfeasibleBudget, ModelTooLarge, RecompilerError
 from ..graph import CostGraph
 
 #: Rough bytes a MIP/LP backend spends per variable and per nonzero of the
@@ -427,6 +427,15 @@ class LinearModel:
 #: LP backends; HiGHS is the default: on RL1 (30k variables) it solved the relaxation
 #: in 5.4 s where GLOP took 58.7 s and PDLP had not converged after 60 s.
 LP_BACKENDS = ("HIGHS", "GLOP", "PDLP")
+
+
+def require_reachable(graph: CostGraph, budget_bytes: int) -> int:
+    """The graph's local bound; a budget below it is refused before any model is built."""
+    floor = graph.local_bound()
+    if budget_bytes < floor:
+        raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
+                               f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+    return floor
 
 
 def solve_lp(form: Formulation, *, time_limit: float | None, backend: str = "HIGHS"):
