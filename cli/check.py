@@ -21,7 +21,11 @@ EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed steps per mode (median reported).")
 @click.option("--tolerance", type=float, default=1e-5, show_default=True,
               help="Largest relative gradient error accepted; above it the command exits 1.")
-def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance):
+@click.option("--rng", default="replay", show_default=True,
+              help="replay: random ops may be recomputed from per-op seeds (gradients compared with the "
+                   "replayed step without recomputation); pin: computed once (compared with eager). "
+                   "A --plan uses its own mode.")
+def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance, rng):
     """Run MODEL_FILE's training step eagerly and under a plan; compare memory, time and gradients."""
     with user_errors():
         from recompiler.budget import parse_budget
@@ -33,6 +37,9 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
         if budget is not None:
             parse_budget(budget, baseline_peak=1)
         get_solver(solver) if solver else None
+        from recompiler.frontend.rng import check_rng_mode
+
+        check_rng_mode(rng)
 
         import torch
 
@@ -45,7 +52,7 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
         with status("running the step eagerly and under the plan"):
             r = check_step(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, budget=budget or "100%",
                            solver=solver, device_profile=device_profile, seed=seed, time_limit=time_limit,
-                           plan=plan_file, repeats=repeats, device=device)
+                           plan=plan_file, repeats=repeats, device=device, rng=rng)
     console().print(report_table(r, spec.name))
     if r.max_grad_error > tolerance:
         say(f"[bold red]gradients differ:[/] max relative error {r.max_grad_error:.2e} > {tolerance:g}")
@@ -70,7 +77,9 @@ def report_table(r, name: str):
               f"measured {100 * r.predicted_error:+.1f}%")
     t.add_row("simulated peak % of store-all", "", f"{100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes:.1f}%",
               "feasible" if r.feasible else "[red]over budget[/]")
-    t.add_row("max gradient error (relative)", "", f"{r.max_grad_error:.2e}", "")
+    t.add_row("max gradient error (relative)", "", f"{r.max_grad_error:.2e}", f"vs {r.reference}")
+    if r.random_ops:
+        t.add_row("random ops recomputed (replayed)", "", f"{r.random_recomputed} of {r.random_ops}", "")
     t.add_row("BatchNorm statistics equal", "", "yes" if r.buffers_equal else "[red]no[/]", "")
     t.add_row("graphs / recomputations", "", f"{r.graphs} / {r.recomputations}", "")
     return t

@@ -23,7 +23,10 @@ MAX_MODULE_ROWS = 25
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here (atomically).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for randomized solvers.")
 @click.option("--time-limit", type=float, default=None, help="Seconds the solver may run.")
-def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit):
+@click.option("--rng", default="replay", show_default=True,
+              help="replay: random ops (dropout) draw a seed each and may be recomputed bit for bit; "
+                   "pin: computed once, on eager's RNG stream.")
+def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng):
     """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
 
     MODEL_FILE defines build() -> (model, example_inputs), or module-level `model` and
@@ -36,6 +39,9 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
 
         get_solver(solver) if solver else None  # an unknown name fails before the slow capture
         parse_budget(budget, baseline_peak=1)   # so does an unreadable budget
+        from recompiler.frontend.rng import check_rng_mode
+
+        check_rng_mode(rng)                     # and an unknown --rng
 
         from recompiler.frontend.capture import capture
         from recompiler.frontend.modelfile import load_model_file
@@ -47,7 +53,7 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
             spec = load_model_file(model_file)
         with status(f"capturing the training step of {spec.name}" + (" and timing every node" if timed else "")):
             cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, device_profile=device_profile,
-                          profile=timed, name=spec.name)
+                          profile=timed, name=spec.name, rng=rng)
         capture_seconds = time.perf_counter() - start
         graph = cap.graph
         budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
@@ -65,6 +71,8 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         plan.stats.update(cap.plan_stats())
         plan.stats["capture_seconds"] = round(capture_seconds, 3)
         plan.stats["total_flops"] = cap.total_flops
+        plan.stats["random_ops"] = len(cap.random_ops)
+        plan.stats["random_recomputed"] = cap.random_recomputed(plan.schedule)
         if json_out:
             plan.save(json_out)
     from recompiler.frontend.capture import reachable_floor
@@ -101,6 +109,11 @@ def _summary(cap, plan, capture_seconds: float):
     t.add_row("smallest reachable", f"{format_bytes(floor)} ({100 * floor / plan.baseline_peak_bytes:.1f}%)")
     t.add_row("estimated overhead", f"{100 * plan.overhead:.2f}% ({plan.baseline_cost * 1e3:.2f} → {plan.cost * 1e3:.2f} ms)")
     t.add_row("recomputed nodes", str(len(plan.recomputed)))
+    if cap.rng == "replay":
+        t.add_row("random ops recomputed", f"{cap.random_recomputed(plan.schedule)} of {len(cap.random_ops)} "
+                                           "(replayed from their seeds)")
+    else:
+        t.add_row("random ops", "pinned (--rng pin): computed once")
     t.add_row("capture / solve", f"{capture_seconds:.1f} s / {plan.solve_seconds:.2f} s")
     return t
 

@@ -2,7 +2,7 @@
 
     recompile plan examples/tiny_gpt.py --budget 50%
 
-Shows the module table (``blocks.2.attn`` ...) and pinned dropout.
+Shows the module table (``blocks.2.attn`` ...) and dropout replayed from its seeds (``--rng pin``: computed once).
 """
 
 import torch

@@ -23,12 +23,14 @@ Lowering rules (DESIGN.md, "The node-cost graph"):
   alive. The tuple lives only until its last ``getitem`` ran, right after the producer;
   recomputing one output means rerunning the producer (its full cost) — which is what the
   runtime does;
+* **random ops** (tagged ``nondeterministic_seeded``: dropout, ``rand*``, ``bernoulli``, attention
+  with dropout): with ``rng="replay"`` (the default) :mod:`.rng` first rewrites each into a
+  replayed op fed by a pinned 8-byte ``draw_seed`` node, so the op itself may be recomputed and
+  reproduces its values bit for bit; with ``rng="pin"`` the op is pinned, so its mask and the
+  gradients are exactly those of an eager step;
 * **pinned** (computed exactly once): ops with a mutable schema (``copy_`` of BatchNorm
-  running stats and ``num_batches_tracked``, any in-place op), random ops (tagged
-  ``nondeterministic_seeded``: dropout, ``rand*``, ``bernoulli``), collectives
-  (``_c10d_functional``/``c10d`` ops). Dropout is therefore never recomputed, so its mask and
-  the gradients are exactly those of an unplanned step; anything computed *from* the dropout
-  output may still be recomputed because it is deterministic given that output;
+  running stats and ``num_batches_tracked``, any in-place op), random ops that are not replayed
+  (and the seed draws of those that are), collectives (``_c10d_functional``/``c10d`` ops);
 * **outputs** (loss, buffer updates, gradients): ``is_output``; for a view output, its root.
 
 Example
@@ -50,7 +52,7 @@ import torch.fx
 
 from ..errors import CaptureError
 from ..graph import CostGraph
-from . import costs
+from . import costs, rng as rng_ops
 
 _COLLECTIVE_NAMESPACES = ("_c10d_functional", "c10d_functional", "c10d", "_dtensor")
 # wait_tensor hands back the tensor its collective produced: an alias, not a new buffer
@@ -82,6 +84,9 @@ class Captured:
     flat_inputs: list = field(default_factory=list)
     device_profile: str = "cpu"
     profiled: bool = False
+    rng: str = rng_ops.DEFAULT_RNG
+    #: CostGraph ids of the replayed random ops (empty under ``rng="pin"``).
+    random_ops: list[int] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
@@ -93,6 +98,11 @@ class Captured:
     def module_of(self, name: str) -> str:
         return self.module_paths[self.node_ids[name]]
 
+    def random_recomputed(self, schedule) -> int:
+        """How many replayed random ops ``schedule`` runs more than once."""
+        counts = np.bincount(np.asarray(schedule, dtype=np.int64), minlength=self.graph.n)
+        return int(sum(counts[i] > 1 for i in self.random_ops))
+
     def plan_stats(self) -> dict:
         """What a plan JSON needs to be re-applied to this graph later (issue 7)."""
         return {
@@ -100,6 +110,7 @@ class Captured:
             "node_names": list(self.graph.names),
             "module_paths": list(self.module_paths),
             "device_profile": "profiled" if self.profiled else self.device_profile,
+            "rng": self.rng,
         }
 
 
@@ -157,12 +168,14 @@ def _split_inputs(example_inputs):
 
 # --------------------------------------------------------------------------- capture
 def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_profile: str = "cpu",
-            profile: bool = False, name: str | None = None, profile_runs: int = 5) -> Captured:
+            profile: bool = False, name: str | None = None, profile_runs: int = 5,
+            rng: str = rng_ops.DEFAULT_RNG) -> Captured:
     """Trace one training step of ``model`` on ``example_inputs`` and lower it to a CostGraph.
 
     ``example_inputs`` is a tensor, a tuple of positional args, or a dict of keyword args.
     ``loss_fn(output) -> scalar`` defaults to :func:`default_loss`. ``device_profile`` names a
     roofline profile in :data:`costs.PROFILES`; ``profile=True`` times every node here instead.
+    ``rng`` is ``"replay"`` (random ops recomputable, :mod:`.rng`) or ``"pin"`` (computed once).
     Raises :class:`~recompiler.errors.CaptureError` when the step cannot be traced as one graph.
     """
     import torch._dynamo
@@ -170,6 +183,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
     from torch._dynamo.backends.common import aot_autograd
 
     prof = costs.get_profile(device_profile)
+    rng_ops.check_rng_mode(rng)
     args, kwargs = _split_inputs(example_inputs)
     wrapper = _WithLoss(model, loss_fn or default_loss)
     record: dict = {}
@@ -204,7 +218,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
         raise CaptureError("the model's training step produced no joint graph")
     cap = lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
                 name=name or type(model).__name__, input_names=record.get("input_names", []),
-                profile_runs=profile_runs)
+                profile_runs=profile_runs, rng=rng)
     cap.flat_inputs = record.get("flat_inputs", [])
     return cap
 
@@ -273,12 +287,17 @@ from operator import getitem as _getitem  # noqa: E402
 
 
 def _op_name(node: torch.fx.Node) -> str:
+    """``mm``, ``sum.dim_IntList``...; a replayed random op is named as the op it runs."""
     if node.op != "call_function":
         return node.op
     if node.target is _getitem:
         return "getitem"
-    return str(getattr(node.target, "__name__", node.target)) if _schema(node) is None else \
-        f"{_schema(node).name.split('::')[-1]}{'.' + node.target._overloadname if getattr(node.target, '_overloadname', 'default') != 'default' else ''}"
+    target = rng_ops.original_op(node.target) or node.target
+    schema = getattr(target, "_schema", None)
+    if schema is None:
+        return str(getattr(target, "__name__", target))
+    overload = getattr(target, "_overloadname", "default")
+    return schema.name.split("::")[-1] + ("" if overload == "default" else f".{overload}")
 
 
 _L_PREFIX = re.compile(r"^L\['[^']*'\]")
@@ -335,9 +354,16 @@ def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
 
 
 def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.DeviceProfile | str = "cpu",
-          timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5) -> Captured:
-    """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`."""
+          timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5,
+          rng: str = rng_ops.DEFAULT_RNG) -> Captured:
+    """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`.
+
+    Under ``rng="replay"`` the random ops of ``joint`` are first rewritten in place
+    (:func:`.rng.make_replayable`), so the graph the runtime later partitions is the one planned.
+    """
     prof = costs.get_profile(profile)
+    if rng_ops.check_rng_mode(rng) == "replay":
+        rng_ops.make_replayable(joint)
     nodes = ordered_nodes(joint)
     (out_node,) = joint.graph.find_nodes(op="output")
     ids = {n: i for i, n in enumerate(nodes)}
@@ -392,6 +418,8 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
                 with torch.random.fork_rng(devices=[]):  # timing random ops must not move the user's RNG
                     seconds = costs.profile_node(node, runs=profile_runs)
             compute[i] = seconds if seconds is not None else costs.estimate_seconds(node, prof, int(flops[i]))
+            if seconds is None and rng_ops.original_op(node.target) is not None:
+                compute[i] += prof.launch_overhead  # seeding and restoring the generators around the op
         if is_mutating(node) or is_random(node) or is_collective(node):
             pinned[i] = True
 
@@ -425,7 +453,8 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     return Captured(graph=graph, joint=joint, num_fwd_outputs=num_fwd_outputs, fx_nodes=nodes,
                     node_ids={x.name: i for i, x in enumerate(nodes)},
                     module_paths=[module_path(x) for x in nodes], ops=[_op_name(x) for x in nodes],
-                    flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed)
+                    flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed,
+                    rng=rng, random_ops=rng_ops.random_nodes(nodes))
 
 
 def reachable_floor(graph: CostGraph, variant=None) -> int:

@@ -11,9 +11,10 @@ graph the CostGraph was lowered from:
    (placeholders of the backward are the saved values: nothing to compute); fx node names
    map back to CostGraph ids through ``Captured.node_ids`` — a recomputed copy in the
    backward has the original's name, so it becomes a second occurrence of that node;
-2. a recomputation of a *pinned* node (PyTorch counts dropout as recomputable: inductor replays
-   its RNG from philox seeds) is dropped: our capture pins random ops so that a plan keeps
-   eager's masks, and the nearest valid schedule keeps the forward's value alive instead;
+2. a recomputation of a *pinned* node is dropped (under ``rng="pin"`` PyTorch may still count
+   dropout as recomputable, as inductor replays its RNG from philox seeds; we pin it there so a
+   plan keeps eager's masks; under ``rng="replay"`` only the seed draws are pinned): the nearest
+   valid schedule keeps the forward's value alive instead;
 3. nodes of the joint graph that neither module computes (dead code PyTorch eliminates:
    e.g. an unused output of a multi-output op) are put right after their last dependency,
    where they are freed at once; our CostGraph still has them, and a valid schedule runs

@@ -7,7 +7,10 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
 ``solver``         a name from ``recompile solvers``; default: the best available
 ``device_profile`` the cost model's roofline profile (``cpu``, ``a100``, ``h100``); default ``cpu``
 ``seed``, ``time_limit``, ``allow_approx``   passed to the solver
-``plan``           a plan JSON (``recompile plan``) to apply verbatim instead of solving
+``rng``            ``"replay"`` (default): random ops draw a seed each and may be recomputed, bit for
+                   bit; ``"pin"``: random ops run once, on eager's RNG stream (``recompiler.frontend.rng``)
+``plan``           a plan JSON (``recompile plan``) to apply verbatim instead of solving (its own
+                   ``rng`` mode applies)
 
 **Graph breaks.** When dynamo splits the model into several graphs, each is planned on
 its own. A percentage budget applies to each graph's own baseline, so the whole step
@@ -63,6 +66,8 @@ class BackendOptions:
     """Allow inexact lowerings (variant options with exact=False)."""
     plan: str | None = None
     """Path of a plan JSON to apply instead of solving."""
+    rng: str = "replay"
+    """``"replay"``: random ops are recomputable from a per-op seed; ``"pin"``: computed once."""
 
     @classmethod
     def from_dict(cls, options: dict | None) -> "BackendOptions":
@@ -71,6 +76,9 @@ class BackendOptions:
         if unknown:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
+        from ..frontend.rng import check_rng_mode
+
+        check_rng_mode(options.get("rng", cls.rng))
         return cls(**options)
 
 
@@ -81,6 +89,10 @@ class CompiledGraphRecord:
     plan: Plan
     saved: list[str]
     recomputed: int
+    random_ops: int = 0
+    """Replayed random ops in the graph (0 under ``rng="pin"``)."""
+    random_recomputed: int = 0
+    """How many of them the plan recomputes."""
 
 
 @dataclass
@@ -125,21 +137,26 @@ def boxed_nop(gm: torch.fx.GraphModule, example_inputs):
     return run
 
 
-def _plan_for(session: Session, captured) -> Plan:
+def _load_plan(session: Session) -> Plan | None:
+    return load_plan(session.options.plan) if session.options.plan else None
+
+
+def _check_fits(plan: Plan, path: str, captured) -> Plan:
+    names = plan.stats.get("node_names")
+    if names is not None and names != list(captured.graph.names):
+        raise PlanMismatch(
+            f"plan {path} was made for another graph ({len(names)} nodes; this one has "
+            f"{captured.graph.n}): re-run `recompile plan` on this model, or apply it with apply_plan(), "
+            "which compiles the model together with its loss as `recompile plan` traced it")
+    if len(plan.schedule) == 0 or max(plan.schedule) >= captured.graph.n:
+        raise PlanMismatch(f"plan {path} does not fit this graph")
+    return plan
+
+
+def _solve_for(session: Session, captured) -> Plan:
     from ..solvers import solve
 
     opts = session.options
-    if opts.plan:
-        plan = load_plan(opts.plan)
-        names = plan.stats.get("node_names")
-        if names is not None and names != list(captured.graph.names):
-            raise PlanMismatch(
-                f"plan {opts.plan} was made for another graph ({len(names)} nodes; this one has "
-                f"{captured.graph.n}): re-run `recompile plan` on this model, or apply it with apply_plan(), "
-                "which compiles the model together with its loss as `recompile plan` traced it")
-        if len(plan.schedule) == 0 or max(plan.schedule) >= captured.graph.n:
-            raise PlanMismatch(f"plan {opts.plan} does not fit this graph")
-        return plan
     if not isinstance(opts.budget, str) and session.graphs:
         warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
                       "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
@@ -151,12 +168,21 @@ def _partition_fn(session: Session):
     from ..frontend.capture import lower
 
     def partition(joint, joint_inputs, *, num_fwd_outputs, **_):
+        saved_plan = _load_plan(session)
+        # A saved plan was made on the graph its own rng mode produced (plans older than the
+        # option were all made with random ops pinned).
+        rng = saved_plan.stats.get("rng", "pin") if saved_plan is not None else session.options.rng
         captured = lower(joint, num_fwd_outputs, profile=session.options.device_profile,
-                         name=f"graph{len(session.graphs)}")
-        plan = _plan_for(session, captured)
+                         name=f"graph{len(session.graphs)}", rng=rng)
+        if saved_plan is not None:
+            plan = _check_fits(saved_plan, session.options.plan, captured)
+        else:
+            plan = _solve_for(session, captured)
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
+        plan.stats.setdefault("rng", rng)
         part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule)
-        session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed))
+        session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed, len(captured.random_ops),
+                                                  captured.random_recomputed(plan.schedule)))
         log.info("recompiler: %s planned to %.1f%% of its %d-byte peak (+%.1f%% compute), %d recomputations",
                  captured.graph.name, 100 * plan.peak_fraction, plan.baseline_peak_bytes, 100 * plan.overhead,
                  part.recomputed)

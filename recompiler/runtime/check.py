@@ -32,13 +32,16 @@ class CheckReport:
     baseline_simulated_peak_bytes: int
     eager_seconds: float           # median step time
     plan_seconds: float
-    max_grad_error: float          # max over parameters of max|g - g_eager| / max|g_eager|
+    max_grad_error: float          # max over parameters of max|g - g_ref| / max|g_ref|
     buffers_equal: bool            # running statistics (BatchNorm) identical after the step
     loss_equal: bool
     graphs: int
     recomputations: int
     feasible: bool
     device: str
+    reference: str = "eager"       # what the gradients are compared with (see check_step)
+    random_ops: int = 0            # replayed random ops in the graphs
+    random_recomputed: int = 0     # ... of which the plans recompute
 
     @property
     def predicted_error(self) -> float:
@@ -96,11 +99,15 @@ def max_relative_error(got, expected) -> float:
 def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: str | int = "50%",
                solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
                time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
-               device: str = "cpu") -> CheckReport:
+               device: str = "cpu", rng: str = "replay") -> CheckReport:
     """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
 
     The model's state (parameters, BatchNorm statistics) is restored before every step, and
-    the RNG is re-seeded, so both steps see the same dropout masks.
+    the RNG is re-seeded. Memory and time are compared with the eager step. Gradients are
+    compared with the eager step too, except when the plan replays random ops
+    (``rng="replay"`` on a model with dropout): their masks come from per-op seeds, not
+    eager's stream, so the reference is then the same replayed graph run with no
+    recomputation (the ``store-all`` schedule) — a plan must not change a single number of it.
     """
     import torch._dynamo
 
@@ -110,7 +117,7 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     state = _snapshot(model)
     eager = lambda: wrapper(args, kwargs)  # noqa: E731
     options = {"plan": plan} if plan else {"budget": budget, "solver": solver, "device_profile": device_profile,
-                                          "seed": seed, "time_limit": time_limit}
+                                          "seed": seed, "time_limit": time_limit, "rng": rng}
     backend = make_backend(options)
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
 
@@ -122,14 +129,28 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     model.load_state_dict(state)
     torch.manual_seed(seed)
     planned().backward()
+    records = backend.session.graphs
+    reference, reference_name = eager, "eager"
+    if any(r.random_ops for r in records):
+        from . import backend as backend_module
+
+        store_all = torch.compile(wrapper, backend=make_backend({"solver": "store-all", "budget": "100%",
+                                                                 "rng": "replay"}), dynamic=False)
+        backend_module.LAST_SESSION = backend.session  # the session reported is the plan's
+
+        def reference():
+            with unwrap_backend_errors():
+                return store_all(args, kwargs)
+        reference_name = "store-all, replayed RNG"
     e_peak, _, e_grads, e_bufs, e_loss = _one_step(eager, model, state, seed, device)
+    if reference is not eager:
+        _, _, e_grads, e_bufs, e_loss = _one_step(reference, model, state, seed, device)
     p_peak, _, p_grads, p_bufs, p_loss = _one_step(planned, model, state, seed, device)
     e_time = _time_only(eager, model, state, seed, repeats)
     p_time = _time_only(planned, model, state, seed, repeats)
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)
 
-    records = backend.session.graphs
     sim_peak = sum(r.plan.peak_bytes for r in records)
     base_peak = sum(r.plan.baseline_peak_bytes for r in records)
     alive_before = sum(r.plan.stats.get("input_bytes", 0) for r in records)
@@ -140,4 +161,5 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         buffers_equal=all(torch.equal(a, b) for a, b in zip(p_bufs, e_bufs)),
         loss_equal=bool(torch.allclose(p_loss, e_loss, rtol=1e-6, atol=0)), graphs=len(records),
         recomputations=sum(r.recomputed for r in records), feasible=all(r.plan.feasible for r in records),
-        device=device)
+        device=device, reference=reference_name, random_ops=sum(r.random_ops for r in records),
+        random_recomputed=sum(r.random_recomputed for r in records))

@@ -127,3 +127,36 @@ def test_subprocess_error_is_one_stderr_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+DROPOUT_TRANSFORMER = """
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, batch_first=True)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), (torch.randn(4, 32, 32),)
+"""
+
+
+def test_replay_makes_a_dropout_transformer_plannable_at_half(tmp_path):
+    path = model_file(tmp_path, DROPOUT_TRANSFORMER)
+    pin_json, replay_json = tmp_path / "pin.json", tmp_path / "replay.json"
+    pin = run("plan", path, "--budget", "50%", "--rng", "pin", "--json", pin_json, "--time-limit", "3")
+    assert pin.exit_code == 3 and "random ops" in pin.output and "pinned" in pin.output
+    replay = run("plan", path, "--budget", "50%", "--json", replay_json, "--time-limit", "3")
+    assert replay.exit_code == 0, replay.output
+    assert "random ops recomputed" in replay.output
+    plan = json.loads(replay_json.read_text())
+    assert plan["feasible"] and plan["stats"]["rng"] == "replay" and plan["stats"]["random_ops"] == 8
+    assert f"{plan['stats']['random_recomputed']} of 8" in replay.output
+    assert json.loads(pin_json.read_text())["stats"]["rng"] == "pin"
+
+
+@pytest.mark.parametrize("command", ["plan", "check"])
+def test_bad_rng_is_a_one_line_error(tmp_path, command):
+    r = subprocess.run([sys.executable, "-m", "recompiler.cli.main", command, str(EXAMPLES / "mlp.py"),
+                        "--budget", "50%", "--rng", "philox"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0 and "rng must be one of 'replay', 'pin'" in r.stderr

@@ -24,11 +24,11 @@ def grads(model):
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
-def write_plan(name, budget, path):
+def write_plan(name, budget, path, rng="replay"):
     """What `recompile plan` does: capture, solve, save with the graph's node names."""
     torch._dynamo.reset()
     model, (x,) = MODELS[name]()
-    cap = capture(model, (x,), loss_fn=loss_fn)
+    cap = capture(model, (x,), loss_fn=loss_fn, rng=rng)
     plan = solve(cap.graph, budget, "chen-greedy")
     plan.stats.update(cap.plan_stats())
     plan.save(path)
@@ -59,3 +59,30 @@ def test_plan_for_another_graph_is_refused(tmp_path):
     step = apply_plan(other, tmp_path / "plan.json", loss_fn=loss_fn)
     with pytest.raises(PlanMismatch, match="made for another graph"):
         step(y)
+
+
+@pytest.mark.parametrize("rng", ["replay", "pin"])
+def test_a_plan_applies_with_its_own_rng_mode(tmp_path, rng):
+    """A plan replays random ops when it was made so, pins them when made so; same seed, same numbers."""
+    path = tmp_path / "plan.json"
+    model, x, plan = write_plan("transformer_dropout", "60%", path, rng=rng)
+    assert plan.stats["rng"] == rng
+
+    def run_once(fn):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(4)
+        fn(x).backward()
+        return grads(model)
+
+    step = apply_plan(model, path, loss_fn=loss_fn)
+    first, second = run_once(step), run_once(step)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    (record,) = step.recompiler_session.graphs
+    assert record.plan.schedule == plan.schedule
+    eager = run_once(lambda x: loss_fn(model(x)))
+    if rng == "pin":  # eager's RNG stream, bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(first, eager))
+        assert record.random_ops == 0
+    else:             # per-op seeds: other masks than eager's, the plan recomputing some of them
+        assert record.random_ops == 8 and record.random_recomputed > 0
+        assert not all(torch.equal(a, b) for a, b in zip(first, eager))

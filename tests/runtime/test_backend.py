@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from recompiler.frontend.rng import recording
 from recompiler.runtime.check import check_step
 from recompiler.solvers import DEFAULT_SOLVER
 
@@ -68,3 +69,124 @@ def test_unknown_backend_option_is_a_clear_error():
 
     with pytest.raises(SolverOptionError, match="takes no option budgt"):
         BackendOptions.from_dict({"budgt": "50%"})
+
+
+# ------------------------------------------------------------------ random ops: replay and pin
+def tiny_dropout():
+    """Small enough for every solver, Checkmate's exact MILP included."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(16, 32)]
+    for p in (0.5, 0.3, 0.2, 0.5, 0.3, 0.2, 0.5, 0.3):
+        layers += [torch.nn.Tanh(), torch.nn.Dropout(p), torch.nn.Linear(32, 32)]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(32, 1)), (torch.randn(1024, 16),)
+
+
+def compiled_step(model, inputs, options, seed):
+    """Loss and parameter gradients of one compiled step after ``torch.manual_seed(seed)``; and its session."""
+    import torch._dynamo
+
+    from recompiler.runtime.backend import make_backend
+
+    torch._dynamo.reset()
+    backend = make_backend(options)
+    step = torch.compile(model, backend=backend, dynamic=False)
+    step(*inputs).sum().backward()  # compile first
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss = step(*inputs).sum()
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads, backend.session
+
+
+def eager_step(model, inputs, seed):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss = model(*inputs).sum()
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+def assert_bit_identical(a, b):
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(x, y) for x, y in zip(grads_a, grads_b))
+
+
+def test_replay_same_seed_same_numbers_at_every_budget_and_solver():
+    from recompiler.errors import InfeasibleBudget, ModelTooLarge
+    from recompiler.runtime.backend import unwrap_backend_errors
+    from recompiler.solvers import known_solvers
+
+    model, inputs = tiny_dropout()
+    loss, grads, _ = compiled_step(model, inputs, {"solver": "store-all", "budget": "100%"}, seed=7)
+    reference = (loss, grads)
+    random_recomputed = 0
+    for solver in known_solvers():
+        for budget in ("100%", "50%", "25%"):
+            try:
+                with unwrap_backend_errors():
+                    loss, grads, session = compiled_step(model, inputs, {"solver": solver, "budget": budget,
+                                                                         "time_limit": 1}, seed=7)
+            except (ModelTooLarge, InfeasibleBudget):  # too big for an exact model; below the floor
+                continue
+            (record,) = session.graphs
+            assert record.random_ops == 8
+            random_recomputed += record.random_recomputed
+            assert_bit_identical((loss, grads), reference)
+    assert random_recomputed > 0, "some plan must recompute a dropout for this test to mean anything"
+
+
+def test_replay_recomputed_masks_equal_their_first_draw():
+    model, inputs = MODELS["transformer_dropout"]()
+    with recording() as runs:
+        _, _, session = compiled_step(model, inputs, {"solver": "chen-greedy", "budget": "50%"}, seed=3)
+    assert session.graphs[0].random_recomputed > 0
+    by_seed = {}
+    for run in runs[len(runs) // 2:]:  # the measured step (the first half is the compiling call)
+        by_seed.setdefault((run.op, run.seed), []).append(run.outputs)
+    again = {k: v for k, v in by_seed.items() if len(v) > 1}
+    assert again, "the plan recomputes dropouts, so some seed must be replayed"
+    for runs in again.values():
+        for outs in runs[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(runs[0], outs))
+    assert len(by_seed) == session.graphs[0].random_ops  # one seed per random op
+
+
+def test_replay_two_seeds_two_masks():
+    model, inputs = tiny_dropout()
+    a = compiled_step(model, inputs, {"budget": "50%"}, seed=1)[:2]
+    b = compiled_step(model, inputs, {"budget": "50%"}, seed=2)[:2]
+    c = compiled_step(model, inputs, {"budget": "50%"}, seed=1)[:2]
+    assert not torch.equal(a[0], b[0])
+    assert_bit_identical(a, c)
+
+
+@pytest.mark.parametrize("budget", ["100%", "50%"])
+def test_pin_is_bit_identical_to_eager(budget):
+    model, inputs = MODELS["transformer_dropout"]()
+    loss, grads, session = compiled_step(model, inputs, {"budget": budget, "rng": "pin", "solver": "chen-greedy"},
+                                         seed=5)
+    assert session.graphs[0].random_ops == 0 and session.graphs[0].plan.stats["rng"] == "pin"
+    assert_bit_identical((loss, grads), eager_step(model, inputs, seed=5))
+
+
+def test_replay_meets_a_budget_pin_cannot():
+    model, inputs = MODELS["transformer_dropout"]()
+    pin = check_step(model, inputs, budget="50%", rng="pin", repeats=1, time_limit=3)
+    replay = check_step(model, inputs, budget="50%", rng="replay", repeats=1, time_limit=3)
+    assert not pin.feasible and replay.feasible
+    assert replay.reference == "store-all, replayed RNG" and replay.max_grad_error == 0.0
+    assert pin.reference == "eager" and pin.max_grad_error == 0.0
+    assert replay.plan_peak_bytes < pin.plan_peak_bytes
+
+
+def test_bad_rng_option_is_a_clear_error():
+    from recompiler.errors import SolverOptionError
+    from recompiler.runtime.backend import BackendOptions
+
+    with pytest.raises(SolverOptionError, match="rng must be one of"):
+        BackendOptions.from_dict({"rng": "philox"})
