@@ -33,3 +33,7 @@ def show_command(plan_file, top):
     for v, runs in sorted(((v, c) for v, c in counts.items() if c > 1), key=lambda x: -x[1])[:top]:
         t.add_row(names[v] if names else str(v), paths[v] if paths else "", str(runs))
     out.print(t)
+    if "random_ops" in plan.stats:  # plans of captured models (`recompile plan`)
+        rng = plan.stats.get("rng", "pin")
+        out.print(f"random ops: {plan.stats['random_recomputed']} of {plan.stats['random_ops']} recomputed "
+                  f"(replayed from their seeds)" if rng == "replay" else "random ops: pinned (computed once)")

@@ -152,6 +152,8 @@ def test_replay_makes_a_dropout_transformer_plannable_at_half(tmp_path):
     assert plan["feasible"] and plan["stats"]["rng"] == "replay" and plan["stats"]["random_ops"] == 8
     assert f"{plan['stats']['random_recomputed']} of 8" in replay.output
     assert json.loads(pin_json.read_text())["stats"]["rng"] == "pin"
+    shown = run("show", replay_json)
+    assert shown.exit_code == 0 and f"random ops: {plan['stats']['random_recomputed']} of 8 recomputed" in shown.output
 
 
 @pytest.mark.parametrize("command", ["plan", "check"])

@@ -148,6 +148,14 @@ def test_pin_capture_is_todays_graph():
     assert all(pin.graph.pinned[d] for d in drops)
     replay = capture(m, (x,))
     assert replay.graph.n == pin.graph.n + len(drops)  # one seed per random op, nothing else changes
+    # a replayed dropout costs what generating its mask costs, plus seeding the generator; it stores
+    # what the dropout stores
+    launch = 5e-6  # the cpu profile's launch overhead
+    for d in drops:
+        r = replay.node_ids[pin.graph.names[d]]
+        seed_read = 8 / 30.4e9  # the cpu profile's bandwidth: the op reads its 8-byte seed too
+        assert replay.graph.compute[r] == pytest.approx(pin.graph.compute[d] + launch + seed_read, rel=1e-9)
+        assert replay.graph.memory[r] == pin.graph.memory[d] > 0
 
 
 def test_make_replayable_is_idempotent():
