@@ -3,7 +3,9 @@
 All sizes below are worked out from the shapes (fp32: 4 bytes per element).
 """
 
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,9 @@ from recompiler.frontend.capture import clean_module_path, reachable_floor
 from recompiler.frontend.costs import EXTRA_FLOP_FORMULAS
 from recompiler.simulate import baseline, simulate
 from recompiler.solvers import solve
+
+sys.path.insert(0, str(Path(__file__).parent))
+from joint_helpers import by_op, run_schedule  # noqa: E402
 
 
 # ------------------------------------------------------------------ models
@@ -99,35 +104,11 @@ def block():
     return m, x, capture(m, (x,), rng="pin")
 
 
-def by_op(cap, op):
-    return [i for i, o in enumerate(cap.ops) if o == op]
-
-
 def eager_flops(model, x):
     with FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS) as fc:
         model(x).sum().backward()
     model.zero_grad()
     return fc.get_total_flops()
-
-
-def run_schedule(cap, schedule, seed=0):
-    """Execute a schedule of the joint graph on real tensors (a recomputation re-runs the op).
-
-    Returns the graph's outputs: (loss, gradients...).
-    """
-    torch.manual_seed(seed)
-    env = {}
-    primals = iter(cap.flat_inputs)
-    for node in cap.fx_nodes:
-        if node.op == "placeholder":
-            env[node] = next(primals) if node.name.startswith("primals") else torch.ones(())
-    for v in schedule:
-        node = cap.fx_nodes[v]
-        args = torch.fx.node.map_arg(node.args, lambda a: env[a])
-        kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
-        env[node] = node.target(*args, **kwargs)
-    (out,) = cap.joint.graph.find_nodes(op="output")
-    return [env[a] if a is not None else None for a in out.args[0]]
 
 
 # ------------------------------------------------------------------ MLP

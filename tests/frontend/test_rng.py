@@ -1,6 +1,8 @@
 """Replayable random ops (recompiler.frontend.rng): the ops, the rewrite, and capture's flags."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,9 @@ from recompiler.errors import SolverOptionError
 from recompiler.frontend import capture
 from recompiler.frontend.rng import DRAW_SEED, check_rng_mode, make_replayable, replayed_op, seeded
 from recompiler.simulate import simulate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from joint_helpers import by_op, run_schedule  # noqa: E402
 
 DROPOUT = torch.ops.aten.native_dropout.default
 
@@ -119,10 +124,6 @@ def build(layers=2):
     return nn.Sequential(*[Block() for _ in range(layers)]).train(), torch.randn(2, 16, 16, requires_grad=True)
 
 
-def by_op(cap, op):
-    return [i for i, o in enumerate(cap.ops) if o == op]
-
-
 def test_replay_capture_pins_only_the_seeds():
     m, x = build()
     cap = capture(m, (x,))
@@ -181,25 +182,6 @@ def test_mutating_random_ops_stay_pinned():
 
     cap = lower(torch.fx.GraphModule(nn.Module(), g), 1)
     assert cap.random_ops == [] and cap.graph.pinned[cap.node_ids[b.name]]
-
-
-def run_schedule(cap, schedule, seed=0, seen=None):
-    """Execute a schedule of the joint graph on real tensors; ``seen[name]`` collects every occurrence."""
-    torch.manual_seed(seed)
-    env = {}
-    primals = iter(cap.flat_inputs)
-    for node in cap.fx_nodes:
-        if node.op == "placeholder":
-            env[node] = next(primals) if node.name.startswith("primals") else torch.ones(())
-    for v in schedule:
-        node = cap.fx_nodes[v]
-        args = torch.fx.node.map_arg(node.args, lambda a: env[a])
-        kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
-        env[node] = node.target(*args, **kwargs)
-        if seen is not None:
-            seen.setdefault(node.name, []).append(env[node])
-    (out,) = cap.joint.graph.find_nodes(op="output")
-    return [env[a] if a is not None else None for a in out.args[0]]
 
 
 def test_a_recomputed_dropout_keeps_its_mask():

@@ -91,19 +91,14 @@ def compiled_step(model, inputs, options, seed):
     backend = make_backend(options)
     step = torch.compile(model, backend=backend, dynamic=False)
     step(*inputs).sum().backward()  # compile first
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)
-    loss = step(*inputs).sum()
-    loss.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad(set_to_none=True)
-    return loss.detach(), grads, backend.session
+    return (*eager_step(model, inputs, seed, step=step), backend.session)
 
 
-def eager_step(model, inputs, seed):
+def eager_step(model, inputs, seed, step=None):
+    """Loss and parameter gradients of ``step`` (default: the model itself) after ``torch.manual_seed(seed)``."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    loss = model(*inputs).sum()
+    loss = (model if step is None else step)(*inputs).sum()
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
@@ -190,3 +185,18 @@ def test_bad_rng_option_is_a_clear_error():
 
     with pytest.raises(SolverOptionError, match="rng must be one of"):
         BackendOptions.from_dict({"rng": "philox"})
+
+
+@pytest.mark.parametrize("rng, random_ops", [("pin", 0), ("replay", 8)])
+def test_recompiler_compile_takes_rng(rng, random_ops):
+    import torch._dynamo
+
+    import recompiler
+
+    torch._dynamo.reset()
+    model, (x,) = tiny_dropout()
+    step = recompiler.compile(model, budget="50%", rng=rng, solver="chen-greedy")
+    step(x).sum().backward()
+    (record,) = step.recompiler_session.graphs
+    assert step.recompiler_session.options.rng == rng and record.plan.stats["rng"] == rng
+    assert record.random_ops == random_ops
