@@ -420,7 +420,8 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
             compute[i] = seconds if seconds is not None else costs.estimate_seconds(node, prof, int(flops[i]))
             if seconds is None and rng_ops.original_op(node.target) is not None:
                 compute[i] += prof.launch_overhead  # seeding and restoring the generators around the op
-        if is_mutating(node) or is_random(node) or is_collective(node):
+        random = is_random(node) and not (rng == "replay" and rng_ops.seeded_by_inputs(node))
+        if is_mutating(node) or random or is_collective(node):
             pinned[i] = True
 
     is_output = np.zeros(n, dtype=bool)

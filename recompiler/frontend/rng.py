@@ -198,13 +198,20 @@ def _no_alias(out, args):
 
 
 # --------------------------------------------------------------------------- the rewrite
+def seeded_by_inputs(node: fx.Node) -> bool:
+    """An op tagged random that takes its RNG state as inputs (CUDA attention backwards' philox seed and
+    offset): a pure function of its arguments, so under replay it is neither rewritten nor pinned."""
+    schema = getattr(node.target, "_schema", None)
+    return schema is not None and any(a.name == "philox_seed" for a in schema.arguments)
+
+
 def replayable(node: fx.Node) -> bool:
     """A random op the rewrite can replay: functional (no mutation, no alias) and not handed a Generator."""
     from .capture import is_random
 
     if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
         return False
-    if node.target is DRAW_SEED or node.target in _ORIGINAL or not is_random(node):
+    if node.target is DRAW_SEED or node.target in _ORIGINAL or not is_random(node) or seeded_by_inputs(node):
         return False
     schema = node.target._schema
     if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):

@@ -210,3 +210,15 @@ def test_a_recomputed_dropout_keeps_its_mask():
         assert (a is None and b is None) or torch.equal(a, b)
     other = run_schedule(cap, sched, seed=2)
     assert any(a is not None and not torch.equal(a, b) for a, b in zip(ref, other))  # seeds matter
+
+
+def test_ops_seeded_by_their_inputs_are_deterministic_under_replay():
+    """CUDA attention backwards take the forward's philox seed and offset: not random given their inputs."""
+    from recompiler.frontend.rng import replayable, seeded_by_inputs
+
+    g = torch.fx.Graph()
+    args = [g.placeholder(f"a{i}") for i in range(3)]
+    bwd = g.call_function(torch.ops.aten._scaled_dot_product_efficient_attention_backward.default, tuple(args))
+    drop = g.call_function(DROPOUT, (args[0], 0.1, True))
+    assert seeded_by_inputs(bwd) and not replayable(bwd)
+    assert not seeded_by_inputs(drop) and replayable(drop)
