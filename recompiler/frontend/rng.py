@@ -99,7 +99,7 @@ def _generator(device: torch.device) -> torch.Generator | None:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, devices) -> None:
+def seeded(seed: int, devices):
     """Run the body with the default generator of each device seeded by ``seed``; restore them after."""
     gens = [g for g in dict.fromkeys(_generator(d) for d in devices) if g is not None]
     states = [g.get_state() for g in gens]
