@@ -42,3 +42,27 @@ def test_check_needs_exactly_one_of_budget_and_plan(tmp_path):
 def test_check_missing_model_file(tmp_path):
     r = CliRunner().invoke(cli, ["check", str(tmp_path / "nope.py"), "--budget", "50%"])
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+
+
+DROPOUT_MODEL = '''
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 64), nn.Dropout(0.5), nn.Tanh(), nn.Linear(64, 64), nn.Dropout(0.5), nn.Tanh(),
+                      nn.Linear(64, 1))
+    return m, (torch.randn(256, 64),)
+'''
+
+
+def test_check_names_its_reference_for_each_rng_mode(tmp_path):
+    p = tmp_path / "dropout.py"
+    p.write_text(DROPOUT_MODEL)
+    base = ["check", str(p), "--budget", "60%", "--solver", "chen-greedy", "--repeats", "1"]
+    replay = CliRunner().invoke(cli, base)
+    assert replay.exit_code == 0, replay.output
+    assert "vs store-all, replayed RNG" in replay.output and "random ops recomputed (replayed)" in replay.output
+    pin = CliRunner().invoke(cli, base + ["--rng", "pin"])
+    assert pin.exit_code == 0, pin.output
+    assert "vs eager" in pin.output and "random ops recomputed" not in pin.output
