@@ -10,7 +10,7 @@ Every model is built offline with random weights from a config written here (no 
 * ``hf``: gpt2, bert-base-uncased, t5-small, a LLaMA-style and a Mistral-style decoder —
   ``full`` is the real config (the two decoders: 8 layers, 512 wide, 8k vocabulary) at
   batch 4, 256 tokens; ``ci`` one or two layers, 64 wide, 128 tokens;
-* ``shared``: the 11 graphs of ../shared/graphs (Checkmate and random layered), named
+* ``shared``: the 11 graphs of bench_models/graphs (Checkmate and random layered), named
   ``graph:vgg16``, ``graph:RL1``...; already node-cost graphs: no fx graph, the same at both sizes
   (the ci suite leaves out the two largest, RL3 and RL4).
 

@@ -1,10 +1,11 @@
-"""The benchmark graphs of ../shared/graphs, by short name (the FastSA paper's Table 1 names too)."""
+"""The benchmark graphs of bench_models/graphs (a copy of the shared Checkmate and random-layered graphs),
+by short name (the FastSA paper's Table 1 names too)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SHARED_GRAPHS = Path(__file__).resolve().parents[2] / "shared" / "graphs"
+SHARED_GRAPHS = Path(__file__).resolve().parent / "graphs"
 
 CHECKMATE = ["vgg16", "vgg19", "vgg_unet", "fcn_8_vgg", "segnet", "mobilenet", "resnet50"]
 RANDOM_LAYERED = {"RL1": "n100", "RL2": "n250", "RL3": "n500", "RL4": "n1000"}

@@ -1,14 +1,13 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench_models.shared_graphs import SHARED_GRAPHS as SHARED
 from recompiler.builders import random_layered, transformer_block
 from recompiler.errors import GraphFormatError, InvalidGraph
 from recompiler.graph_io import graph_to_dict, read_graph, write_graph
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "graphs"
 SHARED_FILES = sorted(SHARED.glob("*/*.json"))
 
 

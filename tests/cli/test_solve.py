@@ -4,17 +4,16 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from bench_models.shared_graphs import SHARED_GRAPHS as SHARED
 from recompiler.builders import random_layered
 from recompiler.cli.main import cli
 from recompiler.graph_io import read_graph, write_graph
 from recompiler.simulate import simulate
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "graphs"
 RESNET = SHARED / "checkmate" / "resnet50.train.json"
 
 

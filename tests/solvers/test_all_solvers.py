@@ -1,9 +1,9 @@
 """Every general-purpose solver on every shared graph: valid plans, truthful ``feasible``."""
 
-from pathlib import Path
 
 import pytest
 
+from bench_models.shared_graphs import SHARED_GRAPHS
 from recompiler.builders import random_layered, training_chain, transformer_block
 from recompiler.errors import SolverOptionError, UnknownSolver
 from recompiler.graph_io import read_graph
@@ -11,7 +11,7 @@ from recompiler.plan import Plan
 from recompiler.simulate import baseline, simulate
 from recompiler.solvers import known_solvers, solve
 
-SHARED = sorted((Path(__file__).resolve().parents[3] / "shared" / "graphs").glob("*/*.json"))
+SHARED = sorted(SHARED_GRAPHS.glob("*/*.json"))
 # The exact Checkmate formulations have their own tests on graphs they can solve in time.
 GENERAL = [s for s in known_solvers() if not s.startswith("checkmate")]
 _graphs = {}
