@@ -110,7 +110,7 @@ def _summary(cap, plan, capture_seconds: float):
     t.add_row("estimated overhead", f"{100 * plan.overhead:.2f}% ({plan.baseline_cost * 1e3:.2f} → {plan.cost * 1e3:.2f} ms)")
     t.add_row("recomputed nodes", str(len(plan.recomputed)))
     if cap.rng == "replay":
-        t.add_row("random ops recomputed", f"{cap.random_recomputed(plan.schedule)} of {len(cap.random_ops)} "
+        t.add_row("random ops recomputed", f"{plan.stats['random_recomputed']} of {plan.stats['random_ops']} "
                                            "(replayed from their seeds)")
     else:
         t.add_row("random ops", "pinned (--rng pin): computed once")

@@ -46,8 +46,6 @@ from ..errors import SolverOptionError
 
 RNG_MODES = ("replay", "pin")
 DEFAULT_RNG = "replay"
-#: Bytes a seed occupies (a 0-dim int64 tensor), for the cost model.
-SEED_BYTES = 8
 
 _LIB = torch.library.Library("recompiler", "FRAGMENT")  # noqa: TOR901 - ops defined once per process
 _LIB.define("draw_seed() -> Tensor", tags=(torch.Tag.nondeterministic_seeded,))
@@ -83,9 +81,6 @@ def _devices(args, kwargs) -> set[torch.device]:
             found.add(a.device)
         elif isinstance(a, torch.device):
             found.add(a)
-        elif isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda"):
-            with contextlib.suppress(RuntimeError):
-                found.add(torch.device(a))
     return found
 
 

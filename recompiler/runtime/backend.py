@@ -42,6 +42,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
 from ..errors import RecompilerError, SolverOptionError
+from ..frontend.rng import DEFAULT_RNG, check_rng_mode
 from ..plan import Plan, load_plan
 from .partition import PlanMismatch, partition_with_schedule
 
@@ -66,7 +67,7 @@ class BackendOptions:
     """Allow inexact lowerings (variant options with exact=False)."""
     plan: str | None = None
     """Path of a plan JSON to apply instead of solving."""
-    rng: str = "replay"
+    rng: str = DEFAULT_RNG
     """``"replay"``: random ops are recomputable from a per-op seed; ``"pin"``: computed once."""
 
     @classmethod
@@ -76,8 +77,6 @@ class BackendOptions:
         if unknown:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
-        from ..frontend.rng import check_rng_mode
-
         check_rng_mode(options.get("rng", cls.rng))
         return cls(**options)
 

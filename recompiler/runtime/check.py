@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..frontend.capture import _split_inputs, _WithLoss, default_loss
+from ..frontend.rng import DEFAULT_RNG
 from .backend import make_backend, unwrap_backend_errors
 from .memory import measure_peak
 
@@ -99,7 +100,7 @@ def max_relative_error(got, expected) -> float:
 def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: str | int = "50%",
                solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
                time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
-               device: str = "cpu", rng: str = "replay") -> CheckReport:
+               device: str = "cpu", rng: str = DEFAULT_RNG) -> CheckReport:
     """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
 
     The model's state (parameters, BatchNorm statistics) is restored before every step, and
