@@ -42,10 +42,13 @@ def _import_bench_models():
               help="Write every row as JSON here (atomically).")
 @click.option("--update-expected", is_flag=True,
               help="Rewrite bench_models/expected/<suite>.json with this run (the regression baseline).")
+@click.option("--check", is_flag=True,
+              help="Compare this run with bench_models/expected/<suite>.json, solve times included (run it on a "
+                   "quiet machine); exit 1 on any regression.")
 @click.option("--time-limit", type=float, default=None,
               help="Seconds per solve (full suite, default 60; ci uses fixed iteration counts).")
 @click.option("--list", "list_models", is_flag=True, help="List the suite's models and sizes, and exit.")
-def bench_command(suite, models, budgets, solvers, json_out, update_expected, time_limit, list_models):
+def bench_command(suite, models, budgets, solvers, json_out, update_expected, check, time_limit, list_models):
     """Run the benchmark suite: capture each model once, plan it at every budget with every solver."""
     _import_bench_models()
     from bench_models import registry, runner
@@ -65,6 +68,22 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ti
         budget_list = runner.parse_budgets(budgets) if budgets else registry.SUITE_BUDGETS[suite]
         solver_list = [s.strip() for s in solvers.split(",") if s.strip()] if solvers else runner.default_solvers()
         runner.check_solvers(solver_list)
+        if check and update_expected:
+            from recompiler.errors import RecompilerError
+
+            raise RecompilerError("--check and --update-expected together would compare a run with itself")
+        if check:
+            from bench_models.regression import expected_path, load_expected
+
+            if not expected_path(suite).is_file():
+                from recompiler.errors import RecompilerError
+
+                raise RecompilerError(f"no expectations recorded for suite {suite!r}: run with --update-expected first")
+            expected = load_expected(suite)
+            model_list = model_list or list(expected["models"])
+            budgets = budgets or ",".join(expected["budgets"])
+            budget_list = runner.parse_budgets(budgets)
+            solver_list = solvers and solver_list or list(expected["solvers"])
         if update_expected and (model_list or solvers or budgets or time_limit is not None):
             say("[yellow]note:[/] --update-expected records this run's models, budgets and solvers as the baseline")
         names = model_list or registry.SUITES[suite]
@@ -84,6 +103,17 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ti
         say(f"results written to {json_out}")
     if update_expected:
         say(f"expectations written to bench_models/expected/{suite}.json")
+    if check:
+        from bench_models.regression import compare
+
+        ran = {(r.model, r.budget, r.solver) for r in result.rows}
+        chosen = {**expected, "rows": [r for r in expected["rows"] if (r["model"], r["budget"], r["solver"]) in ran]}
+        problems = compare(chosen, result.to_dict())
+        for line in problems:
+            error_console().print(f"[red]regression:[/] {line}", markup=True, highlight=False)
+        if problems:
+            raise SystemExit(1)
+        say(f"no regression against bench_models/expected/{suite}.json (plans and solve times)")
 
 
 def _run_with_progress(runner, suite, names, budgets, solvers, time_limit, json_out=None):

@@ -47,6 +47,14 @@ def test_bench_rejects_unknown_names_before_running():
     assert r.exit_code == 2 and "out of range" in r.output
 
 
+def test_bench_check_compares_the_chosen_rows_with_the_expectations():
+    r = run("--check", "--models", "graph:RL1", "--solvers", "greedy-evict")
+    assert r.exit_code == 0, r.output
+    assert "no regression" in r.output
+    r = run("--check", "--update-expected")
+    assert r.exit_code == 2 and "compare a run with itself" in r.output
+
+
 def test_bench_list_runs_from_the_repository_root_and_elsewhere(tmp_path):
     for cwd in (ROOT, tmp_path):
         r = subprocess.run([sys.executable, "-c", "from recompiler.cli.main import main; main()", "bench", "--list",
