@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InvalidGraph
 
-VARIANT_KINDS = ("attention", "linear")
+VARIANT_KINDS = ("attention", "linear", "loss")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ class Captured:
     rng: str = rng_ops.DEFAULT_RNG
     #: CostGraph ids of the replayed random ops (empty under ``rng="pin"``).
     random_ops: list[int] = field(default_factory=list)
+    #: One :class:`~recompiler.lowerings.Instance` per variant group of ``graph``, in group order.
+    lowerings: list = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
@@ -111,6 +113,7 @@ class Captured:
             "module_paths": list(self.module_paths),
             "device_profile": "profiled" if self.profiled else self.device_profile,
             "rng": self.rng,
+            "variant_groups": [g.name for g in self.graph.variant_groups],
         }
 
 
@@ -169,13 +172,14 @@ def _split_inputs(example_inputs):
 # --------------------------------------------------------------------------- capture
 def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_profile: str = "cpu",
             profile: bool = False, name: str | None = None, profile_runs: int = 5,
-            rng: str = rng_ops.DEFAULT_RNG) -> Captured:
+            rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True) -> Captured:
     """Trace one training step of ``model`` on ``example_inputs`` and lower it to a CostGraph.
 
     ``example_inputs`` is a tensor, a tuple of positional args, or a dict of keyword args.
     ``loss_fn(output) -> scalar`` defaults to :func:`default_loss`. ``device_profile`` names a
     roofline profile in :data:`costs.PROFILES`; ``profile=True`` times every node here instead.
     ``rng`` is ``"replay"`` (random ops recomputable, :mod:`.rng`) or ``"pin"`` (computed once).
+    ``lowerings=False`` leaves out the variant groups of :mod:`recompiler.lowerings`.
     Raises :class:`~recompiler.errors.CaptureError` when the step cannot be traced as one graph.
     """
     import torch._dynamo
@@ -218,7 +222,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
         raise CaptureError("the model's training step produced no joint graph")
     cap = lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
                 name=name or type(model).__name__, input_names=record.get("input_names", []),
-                profile_runs=profile_runs, rng=rng)
+                profile_runs=profile_runs, rng=rng, lowerings=lowerings)
     cap.flat_inputs = record.get("flat_inputs", [])
     return cap
 
@@ -355,8 +359,11 @@ def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
 
 def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.DeviceProfile | str = "cpu",
           timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5,
-          rng: str = rng_ops.DEFAULT_RNG) -> Captured:
+          rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True) -> Captured:
     """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`.
+
+    With ``lowerings`` every instance the registry (:mod:`recompiler.lowerings`) finds becomes a
+    variant group of the graph.
 
     Under ``rng="replay"`` the random ops of ``joint`` are first rewritten in place
     (:func:`.rng.make_replayable`), so the graph the runtime later partitions is the one planned.
@@ -451,11 +458,18 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     graph = CostGraph(names=[x.name for x in nodes], deps=deps, compute=compute, memory=memory,
                       is_backward=is_backward, is_input=is_input, pinned=pinned, is_output=is_output,
                       name=name)
-    return Captured(graph=graph, joint=joint, num_fwd_outputs=num_fwd_outputs, fx_nodes=nodes,
-                    node_ids={x.name: i for i, x in enumerate(nodes)},
-                    module_paths=[module_path(x) for x in nodes], ops=[_op_name(x) for x in nodes],
-                    flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed,
-                    rng=rng, random_ops=rng_ops.random_nodes(nodes))
+    cap = Captured(graph=graph, joint=joint, num_fwd_outputs=num_fwd_outputs, fx_nodes=nodes,
+                   node_ids={x.name: i for i, x in enumerate(nodes)},
+                   module_paths=[module_path(x) for x in nodes], ops=[_op_name(x) for x in nodes],
+                   flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed,
+                   rng=rng, random_ops=rng_ops.random_nodes(nodes))
+    if lowerings:
+        from .. import lowerings as registry
+
+        cap.lowerings = registry.find_instances(cap, prof)
+        if cap.lowerings:
+            cap.graph = registry.attach(graph, cap, cap.lowerings)
+    return cap
 
 
 def reachable_floor(graph: CostGraph, variant=None) -> int:

@@ -1,0 +1,118 @@
+"""The lowering registry: alternative lowerings of joint-graph patterns, chosen by the solver.
+
+``LOWERINGS`` is one plain table (DESIGN.md, "Lowerings"). Each :class:`Lowering` names a
+``match`` that finds its instances in a captured joint graph, and each :class:`Instance` it
+returns knows its options' costs (one :class:`~recompiler.graph.VariantOption` each, option 0
+the original lowering) and how to ``rewrite`` its nodes when a plan picks another option.
+Capture turns every instance into a variant group (:func:`attach`); the runtime rewrites the
+chosen instances while it rebuilds the joint graph in schedule order (:func:`rewrites`).
+
+Adding a lowering is one module with a ``match(captured, profile)`` function plus one line below.
+
+Example
+-------
+>>> [entry.name for entry in LOWERINGS]
+['chunked-attention']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..graph import CostGraph, VariantGroup, VariantOption
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """One entry of :data:`LOWERINGS`."""
+
+    name: str
+    kind: str          # "attention", "linear" or "loss" (a VariantGroup kind)
+    exact: bool        # its options change no numbers beyond floating-point reassociation
+    match: Callable    # (captured, profile) -> list[Instance]
+    module: str        # where it lives, for plan reports
+
+
+class Instance:
+    """One match of a lowering in a joint graph (subclassed by each lowering module).
+
+    ``nodes`` are the fx nodes of the variant group, in CostGraph id order; ``options()`` their
+    costs per option; ``rewrite(option, node, emit, state)`` emits, for one occurrence of ``node``
+    under a non-default option, what replaces it (``emit`` is the runtime's
+    :class:`~recompiler.runtime.partition.Emitter`; ``state`` a dict kept per instance for one
+    partition), and returns the fx node standing for it (None when the node is absorbed).
+    """
+
+    lowering: Lowering
+    nodes: list
+    module_path: str = ""
+
+    def options(self) -> list[VariantOption]:
+        raise NotImplementedError
+
+    def rewrite(self, option: int, node, emit, state: dict):
+        raise NotImplementedError
+
+    def group_name(self, index: int) -> str:
+        return f"{self.lowering.name}:{index}"
+
+
+def _table():
+    from . import softmax_attention
+
+    return (
+        Lowering("chunked-attention", "attention", True, softmax_attention.match, softmax_attention.__name__),
+    )
+
+
+LOWERINGS: tuple[Lowering, ...] = _table()
+
+
+def find_instances(captured, profile) -> list[Instance]:
+    """Every instance of every registered lowering in ``captured``, no node in two instances."""
+    taken: set = set()
+    found: list[Instance] = []
+    for entry in LOWERINGS:
+        for inst in entry.match(captured, profile):
+            if taken.isdisjoint(inst.nodes):
+                taken.update(inst.nodes)
+                found.append(inst)
+    found.sort(key=lambda inst: captured.node_ids[inst.nodes[0].name])
+    return found
+
+
+def attach(graph: CostGraph, captured, instances: list[Instance]) -> CostGraph:
+    """``graph`` with one variant group per instance (the CostGraph checks every option)."""
+    groups = []
+    for k, inst in enumerate(instances):
+        groups.append(VariantGroup(name=inst.group_name(k), kind=inst.lowering.kind,
+                                   nodes=[captured.node_ids[x.name] for x in inst.nodes], options=inst.options()))
+    return CostGraph(names=graph.names, deps=graph.deps, compute=graph.compute, memory=graph.memory,
+                     is_backward=graph.is_backward, is_input=graph.is_input, pinned=graph.pinned,
+                     is_output=graph.is_output, variant_groups=groups, fixed_memory=graph.fixed_memory,
+                     name=graph.name)
+
+
+def rewrites(instances: list[Instance], variant) -> dict:
+    """``{fx node: rewrite(emit)}`` for every node of an instance whose chosen option is not 0."""
+    out: dict = {}
+    for inst, choice in zip(instances, variant or ()):
+        if choice:
+            state: dict = {}
+            for node in inst.nodes:
+                out[node] = (lambda emit, inst=inst, choice=choice, node=node, state=state:
+                             inst.rewrite(choice, node, emit, state))
+    return out
+
+
+def chosen(graph: CostGraph, instances: list[Instance], variant) -> list[dict]:
+    """The plan JSON's ``lowerings``: one entry per group whose chosen option is not the original."""
+    out = []
+    for k, (group, choice) in enumerate(zip(graph.variant_groups, variant or ())):
+        if choice:
+            inst = instances[k] if k < len(instances) else None
+            out.append({"group": group.name, "kind": group.kind, "option": group.options[choice].name,
+                        "exact": group.options[choice].exact,
+                        "module": inst.module_path if inst is not None else ""})
+    return out

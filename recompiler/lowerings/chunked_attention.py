@@ -134,7 +134,7 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
               chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, H, Hk, G, Lq, Lk, d = _group(q, k)
     acc = _accumulator(q.dtype)
-    dq = torch.empty_like(q)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)   # contiguous, as the fake kernel says
     dk = torch.zeros(k.shape, dtype=acc, device=k.device)
     dv = torch.zeros(v.shape, dtype=acc, device=v.device)
     # D_i = Σ_j P_ij dP_ij = dO_i · O_i, with or without dropout (the mask cancels out).
@@ -164,7 +164,8 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
 
 @_backward.register_fake
 def _backward_fake(grad_out, q, k, v, attn_mask, out, lse, scale, is_causal, dropout_p, seed, chunk_size):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # contiguous whatever the inputs' strides, exactly like the real kernel
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):

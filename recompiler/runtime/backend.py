@@ -10,7 +10,9 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
 ``rng``            ``"replay"`` (default): random ops draw a seed each and may be recomputed, bit for
                    bit; ``"pin"``: random ops run once, on eager's RNG stream (``recompiler.frontend.rng``)
 ``plan``           a plan JSON (``recompile plan``) to apply verbatim instead of solving (its own
-                   ``rng`` mode applies)
+                   ``rng`` mode and lowerings apply)
+``lowerings``      ``True`` (default): the solver may pick the registry's alternative lowerings
+                   (``recompiler.lowerings``: chunked attention); ``False``: every node as traced
 
 **Graph breaks.** When dynamo splits the model into several graphs, each is planned on
 its own. A percentage budget applies to each graph's own baseline, so the whole step
@@ -69,6 +71,10 @@ class BackendOptions:
     """Path of a plan JSON to apply instead of solving."""
     rng: str = DEFAULT_RNG
     """``"replay"``: random ops are recomputable from a per-op seed; ``"pin"``: computed once."""
+    lowerings: bool = True
+    """Offer the solver the alternative lowerings of :mod:`recompiler.lowerings`."""
+    variants: tuple | None = None
+    """Internal (``check_step``'s reference): per graph, the variant to run with the store-all schedule."""
 
     @classmethod
     def from_dict(cls, options: dict | None) -> "BackendOptions":
@@ -78,6 +84,8 @@ class BackendOptions:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
         check_rng_mode(options.get("rng", cls.rng))
+        if not isinstance(options.get("lowerings", True), bool):
+            raise SolverOptionError(f"the backend option lowerings is True or False, not {options['lowerings']!r}")
         return cls(**options)
 
 
@@ -92,6 +100,8 @@ class CompiledGraphRecord:
     """Replayed random ops in the graph (0 under ``rng="pin"``)."""
     random_recomputed: int = 0
     """How many of them the plan recomputes."""
+    lowerings: list = field(default_factory=list)
+    """The non-default lowerings the plan chose (the plan JSON's ``lowerings`` entries)."""
 
 
 @dataclass
@@ -141,6 +151,10 @@ def _load_plan(session: Session) -> Plan | None:
 
 
 def _check_fits(plan: Plan, path: str, captured) -> Plan:
+    groups = [g.name for g in captured.graph.variant_groups]
+    if list(plan.stats.get("variant_groups", [])) != groups or len(plan.variant) != len(groups):
+        raise PlanMismatch(f"plan {path} chose lowerings for {len(plan.variant)} variant groups; this graph has "
+                           f"{len(groups)}: re-run `recompile plan` on this model")
     names = plan.stats.get("node_names")
     if names is not None and names != list(captured.graph.names):
         raise PlanMismatch(
@@ -156,6 +170,12 @@ def _solve_for(session: Session, captured) -> Plan:
     from ..solvers import solve
 
     opts = session.options
+    if opts.variants is not None:
+        from ..plan import make_plan
+
+        variant = list(opts.variants[len(session.graphs)])
+        return make_plan(captured.graph, captured.graph.baseline_schedule(), solver="store-all",
+                         budget_bytes=captured.graph.floor(), variant=variant)
     if not isinstance(opts.budget, str) and session.graphs:
         warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
                       "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
@@ -166,22 +186,29 @@ def _solve_for(session: Session, captured) -> Plan:
 def _partition_fn(session: Session):
     from ..frontend.capture import lower
 
+    from .. import lowerings as registry
+
     def partition(joint, joint_inputs, *, num_fwd_outputs, **_):
         saved_plan = _load_plan(session)
         # A saved plan was made on the graph its own rng mode produced (plans older than the
-        # option were all made with random ops pinned).
+        # option were all made with random ops pinned), with lowerings when it lists groups.
         rng = saved_plan.stats.get("rng", "pin") if saved_plan is not None else session.options.rng
+        lowerings = (bool(saved_plan.stats.get("variant_groups")) if saved_plan is not None
+                     else session.options.lowerings)
         captured = lower(joint, num_fwd_outputs, profile=session.options.device_profile,
-                         name=f"graph{len(session.graphs)}", rng=rng)
+                         name=f"graph{len(session.graphs)}", rng=rng, lowerings=lowerings)
         if saved_plan is not None:
             plan = _check_fits(saved_plan, session.options.plan, captured)
         else:
             plan = _solve_for(session, captured)
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
         plan.stats.setdefault("rng", rng)
-        part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule)
+        plan.stats.setdefault("variant_groups", [g.name for g in captured.graph.variant_groups])
+        chosen = registry.chosen(captured.graph, captured.lowerings, plan.variant)
+        part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
+                                       rewrites=registry.rewrites(captured.lowerings, plan.variant))
         session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed, len(captured.random_ops),
-                                                  captured.random_recomputed(plan.schedule)))
+                                                  captured.random_recomputed(plan.schedule), chosen))
         log.info("recompiler: %s planned to %.1f%% of its %d-byte peak (+%.1f%% compute), %d recomputations",
                  captured.graph.name, 100 * plan.peak_fraction, plan.baseline_peak_bytes, 100 * plan.overhead,
                  part.recomputed)

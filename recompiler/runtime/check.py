@@ -43,6 +43,7 @@ class CheckReport:
     reference: str = "eager"       # what the gradients are compared with (see check_step)
     random_ops: int = 0            # replayed random ops in the graphs
     random_recomputed: int = 0     # ... of which the plans recompute
+    lowerings: tuple = ()          # the non-default lowerings the plans chose (plan JSON entries)
 
     @property
     def predicted_error(self) -> float:
@@ -100,7 +101,7 @@ def max_relative_error(got, expected) -> float:
 def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: str | int = "50%",
                solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
                time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
-               device: str = "cpu", rng: str = DEFAULT_RNG) -> CheckReport:
+               device: str = "cpu", rng: str = DEFAULT_RNG, lowerings: bool = True) -> CheckReport:
     """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
 
     The model's state (parameters, BatchNorm statistics) is restored before every step, and
@@ -118,7 +119,8 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     state = _snapshot(model)
     eager = lambda: wrapper(args, kwargs)  # noqa: E731
     options = {"plan": plan} if plan else {"budget": budget, "solver": solver, "device_profile": device_profile,
-                                          "seed": seed, "time_limit": time_limit, "rng": rng}
+                                          "seed": seed, "time_limit": time_limit, "rng": rng,
+                                          "lowerings": lowerings}
     backend = make_backend(options)
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
 
@@ -135,8 +137,11 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     if any(r.random_ops for r in records):
         from . import backend as backend_module
 
+        # the same lowerings as the plan: a chunked attention draws its own dropout masks
+        variants = tuple(tuple(r.plan.variant) for r in records)
         store_all = torch.compile(wrapper, backend=make_backend({"solver": "store-all", "budget": "100%",
-                                                                 "rng": "replay"}), dynamic=False)
+                                                                 "rng": "replay", "variants": variants}),
+                                  dynamic=False)
         backend_module.LAST_SESSION = backend.session  # the session reported is the plan's
 
         def reference():
@@ -163,4 +168,5 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         loss_equal=bool(torch.allclose(p_loss, e_loss, rtol=1e-6, atol=0)), graphs=len(records),
         recomputations=sum(r.recomputed for r in records), feasible=all(r.plan.feasible for r in records),
         device=device, reference=reference_name, random_ops=sum(r.random_ops for r in records),
-        random_recomputed=sum(r.random_recomputed for r in records))
+        random_recomputed=sum(r.random_recomputed for r in records),
+        lowerings=tuple(entry for r in records for entry in r.lowerings))

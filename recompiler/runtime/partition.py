@@ -26,6 +26,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import warnings
 from dataclasses import dataclass
@@ -57,11 +58,14 @@ def _is_tangent(node: fx.Node) -> bool:
     return node.op == "placeholder" and "tangents" in node.name
 
 
-def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int]) -> Partitioned:
+def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int],
+                            rewrites: dict | None = None) -> Partitioned:
     """Cut ``joint`` into forward and backward modules that execute ``schedule``.
 
     ``schedule`` holds the ids :func:`~recompiler.frontend.capture.lower` gives the nodes of
     ``joint`` (their positions in :func:`~recompiler.frontend.capture.ordered_nodes`).
+    ``rewrites`` (from :func:`recompiler.lowerings.rewrites`) maps the nodes of the lowerings a
+    plan chose to what each occurrence emits instead of the node itself.
     """
     nodes = ordered_nodes(joint)
     (out_node,) = joint.graph.find_nodes(op="output")
@@ -79,12 +83,13 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
         # Every solver keeps pinned nodes in their original order; a hand-made plan may not.
         warnings.warn("recompiler: this plan runs random ops (dropout) in another order than the model, "
                       "so their random numbers differ from an eager step with the same seed", stacklevel=2)
-    b = _Rebuilder(nodes)
+    b = _Rebuilder(nodes, rewrites or {})
     for t, v in enumerate(schedule):
         node = nodes[v]
         if node.op in ("placeholder", "get_attr"):
             raise PlanMismatch(f"the plan schedules input {node.name!r}, which is never computed")
-        missing = [a.name for a in node.all_input_nodes if a not in b.latest]
+        # a rewritten node reads what its lowering needs (checked by Emitter.arg), not its own inputs
+        missing = [] if node in b.rewrites else [a.name for a in node.all_input_nodes if a not in b.latest]
         if missing:
             raise PlanMismatch(f"step {t}: {node.name!r} needs {missing[0]!r}, not computed before it")
         b.run(node, backward_part=t >= split)
@@ -141,7 +146,8 @@ class _Rebuilder:
       view must not keep the old base alive. Views cost no compute and no memory.
     """
 
-    def __init__(self, nodes: list[fx.Node]):
+    def __init__(self, nodes: list[fx.Node], rewrites: dict | None = None):
+        self.rewrites = rewrites or {}
         self.graph = fx.Graph()
         self.latest: dict[fx.Node, fx.Node] = {}
         self.part: dict[fx.Node, bool] = {}       # new node -> belongs to the backward part
@@ -175,6 +181,13 @@ class _Rebuilder:
         return self.run(a, backward_part, rederive=True)
 
     def run(self, node: fx.Node, backward_part: bool, rederive: bool = False) -> fx.Node:
+        if node in self.rewrites:
+            out = self.rewrites[node](Emitter(self, node, backward_part))
+            if node in self.seen and out is not None:
+                self.recomputed += 1
+            self.seen.add(node)
+            self.latest[node] = out
+            return out
         if node.target is operator.getitem:
             producer = self.arg(node.args[0], backward_part)
             key = (producer, node.args[1])
@@ -191,6 +204,46 @@ class _Rebuilder:
         self.seen.add(node)
         self.latest[node] = out
         return out
+
+
+class Emitter:
+    """What a lowering's rewrite uses to emit the nodes that replace one occurrence of ``node``.
+
+    ``arg(x)`` is the occurrence of the joint node ``x`` to read now; ``call(target, *args)``
+    appends a call (its fake value computed, so the extractor and later passes see shapes);
+    """
+
+    def __init__(self, rebuilder: "_Rebuilder", node: fx.Node, backward_part: bool):
+        self._b, self._node, self._backward = rebuilder, node, backward_part
+
+    def arg(self, x: fx.Node) -> fx.Node:
+        if self._b.latest.get(x) is None:
+            raise PlanMismatch(f"{self._node.name!r} (rewritten by a lowering) needs {x.name!r}, not computed "
+                               "before it")
+        return self._b.arg(x, self._backward)
+
+    def call(self, target, *args, **kwargs) -> fx.Node:
+        node = self._b.graph.call_function(target, args, kwargs)
+        node.meta["val"] = _fake_value(target, args, kwargs)
+        node.meta["recompiler_origin"] = self._node.name
+        self._b.part[node] = self._backward
+        return node
+
+    def contiguous_like(self, x: fx.Node, original: fx.Node) -> fx.Node:
+        """``x``, copied to ``original``'s strides when they differ (later views assume them)."""
+        want = original.meta["val"]
+        if x.meta["val"].stride() == want.stride():
+            return x
+        return self.call(torch.ops.aten.clone.default, x, memory_format=torch.contiguous_format)
+
+
+def _fake_value(target, args, kwargs):
+    vals = fx.node.map_aggregate((args, kwargs), lambda a: a.meta["val"] if isinstance(a, fx.Node) else a)
+    from torch._guards import detect_fake_mode
+
+    mode = detect_fake_mode([v for v in torch.utils._pytree.tree_leaves(vals) if isinstance(v, torch.Tensor)])
+    with mode if mode is not None else contextlib.nullcontext():
+        return target(*vals[0], **vals[1])
 
 
 def _view_base(node: fx.Node) -> fx.Node | None:
