@@ -51,11 +51,15 @@ from . import Instance, chunked_attention  # noqa: F401 - registers the recompil
 
 #: Query-chunk sizes offered (those below the query length, and the whole length once).
 CHUNK_SIZES = (32, 128, 512)
-#: Per-chunk temporaries, in units of one (batch·heads × chunk × keys) accumulator tensor:
-#: scores, exp, probabilities and the dropped probabilities live together in the forward; the
-#: backward adds dP, dS and the dropout mask. Measured with the CPU tracker (tests/lowerings).
-FORWARD_WORKSPACE = 4
+#: Per-chunk temporaries of the chunked op, in (batch·heads × chunk × keys) accumulator tiles,
+#: as the CPU tracker measures them inside the op (tests/lowerings): scores, shifted scores,
+#: exp and probabilities in the forward; the backward adds dP and dS, and with dropout the
+#: keep-mask and the dropped probabilities. One chunk over all queries slices nothing: two fewer
+#: forward tiles and one fewer backward tile.
+FORWARD_WORKSPACE = 5
 BACKWARD_WORKSPACE = 6
+BACKWARD_DROPOUT_WORKSPACE = 8
+WHOLE_FORWARD_WORKSPACE = 3
 #: Kernels per chunk, for the launch-overhead part of the cost.
 FORWARD_KERNELS = 10
 BACKWARD_KERNELS = 18
@@ -116,7 +120,8 @@ class SoftmaxAttention(Instance):
                     deps.append(sorted(ext_f | {work}))
                 elif i == main:
                     compute.append(bwd_cost + recompute + chunks * BACKWARD_KERNELS * launch)
-                    memory.append(grads + BACKWARD_WORKSPACE * tile)
+                    tiles = BACKWARD_DROPOUT_WORKSPACE if self.dropout_p else BACKWARD_WORKSPACE
+                    memory.append(grads + (tiles - (chunks == 1)) * tile)
                     deps.append(sorted(ext_b | ext_f | {out}))
                 elif i in exits:
                     compute.append(0.0)
@@ -124,7 +129,7 @@ class SoftmaxAttention(Instance):
                     deps.append([main])
                 elif i == work:
                     compute.append(0.0)
-                    memory.append(FORWARD_WORKSPACE * tile)
+                    memory.append((WHOLE_FORWARD_WORKSPACE if chunks == 1 else FORWARD_WORKSPACE) * tile)
                     deps.append([])
                 else:
                     compute.append(0.0)
@@ -172,16 +177,15 @@ class SoftmaxAttention(Instance):
         return None
 
     def _mask(self, emit):
+        """The chunked op's ``attn_mask``: the additive mask as is; a −inf fill as the boolean
+        "takes part" mask (the op turns it into a bias one chunk at a time)."""
         if self.mask is None:
             return None
         if self.mask_kind == "add":
             return emit.arg(self.mask)
         cond = emit.arg(self.mask)
-        fill = emit.arg(self.fill) if isinstance(self.fill, fx.Node) else self.fill
-        # where(cond, x, fill) keeps x where cond holds; masked_fill(x, cond, fill) fills there
-        if self.mask_kind == "keep":
-            return emit.call(torch.where, cond, 0.0, fill)
-        return emit.call(torch.where, cond, fill, 0.0)
+        # where(cond, x, -inf) keeps x where cond holds; masked_fill(x, cond, -inf) drops it there
+        return cond if self.mask_kind == "keep" else emit.call(torch.ops.aten.logical_not.default, cond)
 
 
 # ------------------------------------------------------------------ matching
@@ -408,11 +412,11 @@ class _Matcher:
                 side, fill, kind = a, b, "keep"
             else:
                 side, fill, kind = b, a, "fill"
-            self.expect(self._reaches_bmm(side) and self._minus_inf(fill))
+            self.expect(self._reaches_bmm(side) and self._minus_inf(fill) and _is_bool(cond))
             parts.update(mask=cond, mask_kind=kind, fill=self._fill_value(fill))
         elif name in _MASKED_FILL:
             side, cond, fill = x.args[:3]
-            self.expect(self._reaches_bmm(side) and self._minus_inf(fill))
+            self.expect(self._reaches_bmm(side) and self._minus_inf(fill) and _is_bool(cond))
             parts.update(mask=cond, mask_kind="fill", fill=self._fill_value(fill))
         else:
             return x
@@ -423,10 +427,20 @@ class _Matcher:
         name = self.op(z)
         if name == "where.self":
             cond, a, b = z.args
-            return cond is parts["mask"] and (_zero(b) if parts["mask_kind"] == "keep" else _zero(a))
+            return cond is parts["mask"] and (self.zero(b) if parts["mask_kind"] == "keep" else self.zero(a))
         if name in _MASKED_FILL:
-            return z.args[1] is parts["mask"] and _zero(z.args[2])
+            return z.args[1] is parts["mask"] and self.zero(z.args[2])
         return False
+
+    def zero(self, x) -> bool:
+        """0, as a number or a ``scalar_tensor(0)`` node (taken into the group when only it reads it)."""
+        if isinstance(x, fx.Node):
+            if self.op(x) != "scalar_tensor" or not _zero(x.args[0]):
+                return False
+            if len(x.users) == 1:
+                self.members.add(x)
+            return True
+        return _zero(x)
 
     def _scale_op(self, x, parts):
         name = self.op(x)
@@ -463,6 +477,8 @@ class _Matcher:
             args = fill.args
             value = args[0] if name == "scalar_tensor" else args[1] if name == "full" and len(args) > 1 else None
             self.expect(_number(value) and (value == float("-inf") or value <= -1e30))
+            if len(fill.users) == 1:
+                self.members.add(fill)   # the rewrite passes a boolean mask: the fill is not needed
             return fill
         return fill
 
@@ -504,6 +520,11 @@ class _Matcher:
                             if g.is_backward[ids[m.name]] and m not in exits and need < ids[m.name] < first_exit)
         self.expect(bool(candidates))
         parts["main"] = cap.fx_nodes[candidates[0]]
+
+
+def _is_bool(node) -> bool:
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    return isinstance(val, torch.Tensor) and val.dtype == torch.bool
 
 
 def _zero(x) -> bool:

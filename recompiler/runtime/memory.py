@@ -2,7 +2,9 @@
 
 On CPU torch keeps no memory statistics, so :class:`LiveTensorTracker` (a
 TorchDispatchMode) counts every tensor storage an op allocates and puts a
-``weakref.finalize`` on it, so the count drops the moment the storage dies. On
+``weakref.finalize`` on it, so the count drops the moment the storage dies. Inside the
+``recompiler::`` custom ops (Python over aten ops) it counts every allocation, temporaries
+included; inside aten kernels it sees only their outputs. On
 CUDA :func:`measure_peak` uses ``torch.cuda.max_memory_allocated`` instead.
 
 Example
@@ -59,6 +61,12 @@ class LiveTensorTracker(TorchDispatchMode):
             self._seen.discard(key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        python_impl = _python_impl(func)
+        if python_impl is not None:
+            # Our own ops are Python over aten ops: count what they allocate inside (a chunked
+            # attention's per-chunk scores), as a device allocator would see it.
+            with self:
+                return python_impl(*args, **(kwargs or {}))
         out = func(*args, **(kwargs or {}))
         inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
                   if isinstance(t, torch.Tensor) and t.device.type != "meta" and _has_storage(t)}
@@ -79,6 +87,16 @@ class LiveTensorTracker(TorchDispatchMode):
                 self.peak = max(self.peak, self.live)
             weakref.finalize(storage, self._release, key, nbytes)
         return out
+
+
+def _python_impl(func):
+    """The Python function behind a ``recompiler::`` ``torch.library.custom_op``, else None."""
+    if getattr(func, "namespace", None) != "recompiler":
+        return None
+    from torch._library.custom_ops import OPDEFS
+
+    opdef = OPDEFS.get(func._schema.name)
+    return getattr(opdef, "_init_fn", None)
 
 
 def _has_storage(t: torch.Tensor) -> bool:
