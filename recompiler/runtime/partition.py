@@ -77,13 +77,18 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
     if any(not 0 <= v < n for v in schedule):
         raise PlanMismatch(f"the plan's schedule names node ids outside this graph's {n} nodes")
 
-    split = next((t for t, v in enumerate(schedule) if starts_backward[v]), len(schedule))
+    rewrites = rewrites or {}
+    # A node a lowering absorbed emits nothing and may sit anywhere in the schedule: it does not
+    # start the backward (the node that does the lowering's backward reads a gradient, so it comes
+    # after one that is not rewritten).
+    split = next((t for t, v in enumerate(schedule) if starts_backward[v] and nodes[v] not in rewrites),
+                 len(schedule))
     random_order = [v for v in schedule if is_random(nodes[v])]
     if random_order != sorted(random_order):
         # Every solver keeps pinned nodes in their original order; a hand-made plan may not.
         warnings.warn("recompiler: this plan runs random ops (dropout) in another order than the model, "
                       "so their random numbers differ from an eager step with the same seed", stacklevel=2)
-    b = _Rebuilder(nodes, rewrites or {})
+    b = _Rebuilder(nodes, rewrites)
     for t, v in enumerate(schedule):
         node = nodes[v]
         if node.op in ("placeholder", "get_attr"):
