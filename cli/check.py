@@ -25,7 +25,9 @@ EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
               help="replay: random ops may be recomputed from per-op seeds (gradients compared with the "
                    "replayed step without recomputation); pin: computed once (compared with eager). "
                    "A --plan uses its own mode.")
-def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance, rng):
+@click.option("--no-lowerings", is_flag=True, help="Plan recomputation only (no chunked attention). A --plan uses its own.")
+def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance, rng,
+                  no_lowerings):
     """Run MODEL_FILE's training step eagerly and under a plan; compare memory, time and gradients."""
     with user_errors():
         from recompiler.budget import parse_budget
@@ -52,7 +54,7 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
         with status("running the step eagerly and under the plan"):
             r = check_step(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, budget=budget or "100%",
                            solver=solver, device_profile=device_profile, seed=seed, time_limit=time_limit,
-                           plan=plan_file, repeats=repeats, device=device, rng=rng)
+                           plan=plan_file, repeats=repeats, device=device, rng=rng, lowerings=not no_lowerings)
     console().print(report_table(r, spec.name))
     if r.max_grad_error > tolerance:
         say(f"[bold red]gradients differ:[/] max relative error {r.max_grad_error:.2e} > {tolerance:g}")
@@ -80,6 +82,9 @@ def report_table(r, name: str):
     t.add_row("max gradient error (relative)", "", f"{r.max_grad_error:.2e}", f"vs {r.reference}")
     if r.random_ops:
         t.add_row("random ops recomputed (replayed)", "", f"{r.random_recomputed} of {r.random_ops}", "")
+    if r.lowerings:
+        options = sorted({e["option"] for e in r.lowerings})
+        t.add_row("lowerings chosen", "", str(len(r.lowerings)), ", ".join(options))
     t.add_row("BatchNorm statistics equal", "", "yes" if r.buffers_equal else "[red]no[/]", "")
     t.add_row("graphs / recomputations", "", f"{r.graphs} / {r.recomputations}", "")
     return t

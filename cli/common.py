@@ -87,3 +87,16 @@ def infeasible_message(plan, floor_bytes: int) -> str:
     return (f"budget {format_bytes(plan.budget_bytes)} not reached: best peak found "
             f"{format_bytes(plan.peak_bytes)} ({100 * plan.peak_fraction:.1f}% of baseline); no schedule can go "
             f"below {format_bytes(floor_bytes)} ({100 * floor_bytes / plan.baseline_peak_bytes:.1f}%)")
+
+
+def lowerings_table(entries):
+    """The lowerings a plan chose, one line per group (``recompile plan`` and ``recompile show``)."""
+    from rich.table import Table
+
+    t = Table(title="lowerings chosen", header_style="bold", title_justify="left")
+    for col in ("group", "module", "kind", "option", "exact"):
+        t.add_column(col)
+    for e in entries:
+        t.add_row(e["group"], e.get("module") or "(top level)", e["kind"], e["option"],
+                  "yes" if e.get("exact", True) else "[yellow]no[/]")
+    return t

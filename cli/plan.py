@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import click
 
-from .common import EXIT_INFEASIBLE, console, infeasible_message, say, status, user_errors
+from .common import EXIT_INFEASIBLE, console, infeasible_message, lowerings_table, say, status, user_errors
 
 #: Rows of the "recomputed" table before the rest is summarised in one line.
 MAX_MODULE_ROWS = 25
@@ -26,7 +26,9 @@ MAX_MODULE_ROWS = 25
 @click.option("--rng", default="replay", show_default=True,
               help="replay: random ops (dropout) draw a seed each and may be recomputed bit for bit; "
                    "pin: computed once, on eager's RNG stream.")
-def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng):
+@click.option("--no-lowerings", is_flag=True,
+              help="Plan recomputation only: offer the solver no alternative lowering (chunked attention).")
+def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings):
     """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
 
     MODEL_FILE defines build() -> (model, example_inputs), or module-level `model` and
@@ -53,7 +55,7 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
             spec = load_model_file(model_file)
         with status(f"capturing the training step of {spec.name}" + (" and timing every node" if timed else "")):
             cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, device_profile=device_profile,
-                          profile=timed, name=spec.name, rng=rng)
+                          profile=timed, name=spec.name, rng=rng, lowerings=not no_lowerings)
         capture_seconds = time.perf_counter() - start
         graph = cap.graph
         budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
@@ -73,6 +75,10 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         plan.stats["total_flops"] = cap.total_flops
         plan.stats["random_ops"] = len(cap.random_ops)
         plan.stats["random_recomputed"] = cap.random_recomputed(plan.schedule)
+        plan.stats["lowerings_offered"] = not no_lowerings
+        from recompiler import lowerings
+
+        plan.lowerings = lowerings.chosen(graph, cap.lowerings, plan.variant)
         if json_out:
             plan.save(json_out)
     from recompiler.frontend.capture import reachable_floor
@@ -80,6 +86,8 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
     out = console()
     out.print(_summary(cap, plan, capture_seconds))
     out.print(_recomputed_table(cap, plan))
+    if plan.lowerings:
+        out.print(lowerings_table(plan.lowerings))
     if json_out:
         say(f"plan written to {json_out}")
     if not plan.feasible:
@@ -114,8 +122,15 @@ def _summary(cap, plan, capture_seconds: float):
                                            "(replayed from their seeds)")
     else:
         t.add_row("random ops", "pinned (--rng pin): computed once")
+    groups = g.variant_groups
+    if not plan.stats.get("lowerings_offered", True):
+        t.add_row("lowerings", "off (--no-lowerings)")
+    else:
+        t.add_row("lowerings", f"{len(plan.lowerings)} of {len(groups)} groups lowered"
+                               + (f" ({', '.join(sorted({x.kind for x in groups}))})" if groups else ""))
     t.add_row("capture / solve", f"{capture_seconds:.1f} s / {plan.solve_seconds:.2f} s")
     return t
+
 
 
 def _recomputed_table(cap, plan):

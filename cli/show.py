@@ -6,7 +6,7 @@ from collections import Counter
 
 import click
 
-from .common import console, plan_table, user_errors
+from .common import console, lowerings_table, plan_table, user_errors
 
 
 @click.command("show")
@@ -37,3 +37,7 @@ def show_command(plan_file, top):
         rng = plan.stats.get("rng", "pin")
         out.print(f"random ops: {plan.stats['random_recomputed']} of {plan.stats['random_ops']} recomputed "
                   f"(replayed from their seeds)" if rng == "replay" else "random ops: pinned (computed once)")
+    if plan.lowerings:
+        out.print(lowerings_table(plan.lowerings))
+    elif plan.stats.get("variant_groups"):
+        out.print(f"lowerings: none of {len(plan.stats['variant_groups'])} groups lowered")

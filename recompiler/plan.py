@@ -44,6 +44,8 @@ class Plan:
     recomputed: list[str]
     feasible: bool
     stats: dict = field(default_factory=dict)
+    #: The non-default lowerings chosen: ``{"group", "kind", "option", "exact", "module"}`` each.
+    lowerings: list = field(default_factory=list)
 
     @property
     def peak_fraction(self) -> float:
@@ -55,7 +57,8 @@ class Plan:
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         try:
-            return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k != "stats"}, stats=d.get("stats", {}))
+            return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k not in ("stats", "lowerings")},
+                       stats=d.get("stats", {}), lowerings=list(d.get("lowerings", [])))
         except KeyError as e:
             raise GraphFormatError(f"plan JSON lacks field {e}") from None
 

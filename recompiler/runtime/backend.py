@@ -205,6 +205,7 @@ def _partition_fn(session: Session):
         plan.stats.setdefault("rng", rng)
         plan.stats.setdefault("variant_groups", [g.name for g in captured.graph.variant_groups])
         chosen = registry.chosen(captured.graph, captured.lowerings, plan.variant)
+        plan.lowerings = chosen
         part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
                                        rewrites=registry.rewrites(captured.lowerings, plan.variant))
         session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed, len(captured.random_ops),

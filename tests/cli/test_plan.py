@@ -162,3 +162,44 @@ def test_bad_rng_is_a_one_line_error(tmp_path, command):
                         "--budget", "50%", "--rng", "philox"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().count("\n") == 0 and "rng must be one of 'replay', 'pin'" in r.stderr
+
+
+CAUSAL_ATTENTION = """
+import torch
+from torch import nn
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(32, 96), nn.Linear(32, 32)
+
+    def forward(self, x):
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        s = (q @ k.transpose(-1, -2)) * 8 ** -0.5
+        s = s.masked_fill(~torch.ones(L, L, dtype=torch.bool).tril(), float("-inf"))
+        return self.proj((s.softmax(-1) @ v).transpose(1, 2).reshape(B, L, C))
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(Attention(), nn.Tanh(), Attention()), (torch.randn(2, 256, 32),)
+"""
+
+
+def test_plan_lists_the_lowerings_it_chose_and_no_lowerings_turns_them_off(tmp_path):
+    path = model_file(tmp_path, CAUSAL_ATTENTION)
+    on_json, off_json = tmp_path / "on.json", tmp_path / "off.json"
+    on = run("plan", path, "--budget", "40%", "--json", on_json, "--time-limit", "3")
+    assert on.exit_code == 0, on.output
+    plan = json.loads(on_json.read_text())
+    assert plan["lowerings"] and {e["kind"] for e in plan["lowerings"]} == {"attention"}
+    assert {e["module"] for e in plan["lowerings"]} == {"0", "2"}
+    assert all(e["option"].startswith("chunked-") and e["exact"] for e in plan["lowerings"])
+    assert "lowerings chosen" in on.output and f"{len(plan['lowerings'])} of 2 groups lowered" in on.output
+    shown = run("show", on_json)
+    assert shown.exit_code == 0 and "lowerings chosen" in shown.output and "chunked-" in shown.output
+    off = run("plan", path, "--budget", "40%", "--json", off_json, "--time-limit", "3", "--no-lowerings")
+    assert off.exit_code == 3 and "off (--no-lowerings)" in off.output     # the L×L floor stays
+    off_plan = json.loads(off_json.read_text())
+    assert off_plan["lowerings"] == [] and off_plan["variant"] == []
+    assert plan["peak_bytes"] < 0.6 * off_plan["peak_bytes"]
