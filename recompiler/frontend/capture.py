@@ -418,7 +418,9 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
                 root[i] = root[ids[base]]
         else:
             kinds.append("op")
-            memory[i] = _output_bytes(node)
+            # an op's own temporaries live while it runs: a tuple result lives only until its
+            # elements are taken, so they ride on it (a single tensor result keeps them longer)
+            memory[i] = _output_bytes(node) + costs.workspace_bytes(node)
             flops[i] = costs.node_flops(node)
             seconds = None
             if timed:

@@ -103,6 +103,22 @@ def tensor_bytes(val) -> int:
     return 0
 
 
+#: Bytes an op allocates and frees inside itself (its per-chunk temporaries), by qualified op
+#: name: ``fn(*args, **kwargs) -> bytes`` over the node's fake arguments. Aten kernels are
+#: counted by their outputs only; our own Python ops register theirs where they are defined.
+WORKSPACE: dict = {}
+
+
+def workspace_bytes(node: torch.fx.Node) -> int:
+    """The registered workspace of ``node``'s op (0 for everything else)."""
+    schema = getattr(node.target, "_schema", None)
+    fn = WORKSPACE.get(schema.name) if schema is not None else None
+    if fn is None:
+        return 0
+    args, kwargs = _meta_args(node)
+    return int(fn(*args, **kwargs))
+
+
 def _dtype_name(val) -> str:
     if isinstance(val, torch.Tensor):
         return str(val.dtype).removeprefix("torch.")

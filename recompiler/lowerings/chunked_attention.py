@@ -200,6 +200,43 @@ def chunked_attention(q, k, v, attn_mask=None, *, scale: float | None = None, is
     return out
 
 
+#: Per-chunk temporaries, in (batch·heads × chunk × keys) accumulator tiles, as the CPU tracker
+#: measures them inside the ops (tests/lowerings): scores, shifted scores, exp and probabilities
+#: in the forward; the backward adds dP and dS, and with dropout the keep-mask and the dropped
+#: probabilities. One chunk over all queries slices nothing: two forward tiles, one backward tile less.
+FORWARD_TILES, WHOLE_FORWARD_TILES = 5, 3
+BACKWARD_TILES, BACKWARD_DROPOUT_TILES = 6, 8
+
+
+def workspace_bytes(batch_heads: int, Lq: int, Lk: int, chunk_size: int, dtype: torch.dtype, *, dropout: bool,
+                    backward: bool) -> int:
+    """Bytes the op (or its backward) allocates and frees inside itself: B·H heads, Lq queries, Lk keys."""
+    chunk = min(int(chunk_size), Lq)
+    whole = chunk >= Lq
+    if backward:
+        tiles = (BACKWARD_DROPOUT_TILES if dropout else BACKWARD_TILES) - whole
+    else:
+        tiles = WHOLE_FORWARD_TILES if whole else FORWARD_TILES
+    acc = torch.empty((), dtype=_accumulator(dtype)).element_size()
+    return tiles * batch_heads * chunk * Lk * acc
+
+
+def _register_workspace():
+    from ..frontend import costs
+
+    def of(q, k, chunk, p, backward):
+        return workspace_bytes(q.shape[0] * q.shape[1], q.shape[2], k.shape[2], chunk, q.dtype, dropout=bool(p),
+                               backward=backward)
+
+    costs.WORKSPACE["recompiler::chunked_attention"] = (
+        lambda q, k, v, mask, scale, causal, p, seed, chunk: of(q, k, chunk, p, False))
+    costs.WORKSPACE["recompiler::chunked_attention_backward"] = (
+        lambda g, q, k, v, mask, out, lse, scale, causal, p, seed, chunk: of(q, k, chunk, p, True))
+
+
+_register_workspace()
+
+
 def saved_bytes(q, v, *, dropout: bool = False) -> int:
     """Bytes the op keeps for its backward beyond q, k, v and the mask: the output and the row lse."""
     B, H, Lq, _ = q.shape

@@ -19,8 +19,9 @@ up to three query-chunk sizes. Under a chunked option the output node O runs the
 (its output and row log-sum-exp are all it keeps), the first backward node of the group runs the
 chunked backward (recomputing each chunk's scores from q, k, v, the mask and the dropout seed),
 the three gradient nodes take its results, and every other node of the group is absorbed (no
-compute, no bytes). The softmax node carries the forward's per-chunk workspace and the backward
-node its own, so a large chunk is not free.
+compute, no bytes). The softmax node carries the forward's per-chunk workspace
+(:func:`.chunked_attention.workspace_bytes`, live just before O needs it) and the backward node its
+own, so a large chunk is not free.
 
 With dropout the chunked op draws its own keep-masks from the replayed op's seed: a chunked plan
 is as random as the original but not the same sample (DESIGN.md, random ops).
@@ -51,15 +52,6 @@ from . import Instance, chunked_attention  # noqa: F401 - registers the recompil
 
 #: Query-chunk sizes offered (those below the query length, and the whole length once).
 CHUNK_SIZES = (32, 128, 512)
-#: Per-chunk temporaries of the chunked op, in (batch·heads × chunk × keys) accumulator tiles,
-#: as the CPU tracker measures them inside the op (tests/lowerings): scores, shifted scores,
-#: exp and probabilities in the forward; the backward adds dP and dS, and with dropout the
-#: keep-mask and the dropped probabilities. One chunk over all queries slices nothing: two fewer
-#: forward tiles and one fewer backward tile.
-FORWARD_WORKSPACE = 5
-BACKWARD_WORKSPACE = 6
-BACKWARD_DROPOUT_WORKSPACE = 8
-WHOLE_FORWARD_WORKSPACE = 3
 #: Kernels per chunk, for the launch-overhead part of the cost.
 FORWARD_KERNELS = 10
 BACKWARD_KERNELS = 18
@@ -102,8 +94,7 @@ class SoftmaxAttention(Instance):
         bwd_cost = float(sum(g.compute[i] for i in bwd))
         recompute = fwd_cost - float(g.compute[out])      # scores, softmax, mask: again per chunk
         acc = torch.empty((), dtype=torch.promote_types(self.dtype, torch.float32)).element_size()
-        rows = self.batch * self.q_len
-        lse_bytes = rows * acc
+        lse_bytes = self.batch * self.q_len * acc
         grads = sum(int(g.memory[i]) for i in exits)
         launch = self.profile.launch_overhead
         base = VariantOption("original", True, [float(g.compute[i]) for i in members],
@@ -111,7 +102,9 @@ class SoftmaxAttention(Instance):
         opts = [base]
         for c in self.chunk_sizes():
             chunks = math.ceil(self.q_len / c)
-            tile = self.batch * c * self.k_len * acc
+            fwd_ws, bwd_ws = (chunked_attention.workspace_bytes(self.batch, self.q_len, self.k_len, c, self.dtype,
+                                                                dropout=bool(self.dropout_p), backward=backward)
+                              for backward in (False, True))
             compute, memory, deps = [], [], []
             for i in members:
                 if i == out:
@@ -120,8 +113,7 @@ class SoftmaxAttention(Instance):
                     deps.append(sorted(ext_f | {work}))
                 elif i == main:
                     compute.append(bwd_cost + recompute + chunks * BACKWARD_KERNELS * launch)
-                    tiles = BACKWARD_DROPOUT_WORKSPACE if self.dropout_p else BACKWARD_WORKSPACE
-                    memory.append(grads + (tiles - (chunks == 1)) * tile)
+                    memory.append(grads + bwd_ws)
                     deps.append(sorted(ext_b | ext_f | {out}))
                 elif i in exits:
                     compute.append(0.0)
@@ -129,7 +121,7 @@ class SoftmaxAttention(Instance):
                     deps.append([main])
                 elif i == work:
                     compute.append(0.0)
-                    memory.append((WHOLE_FORWARD_WORKSPACE if chunks == 1 else FORWARD_WORKSPACE) * tile)
+                    memory.append(fwd_ws)
                     deps.append([])
                 else:
                     compute.append(0.0)

@@ -69,7 +69,8 @@ def _prefix_fake(q, k, v, chunk_size):
 def _prefix_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, final_state: torch.Tensor,
                      chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     L = q.shape[2]
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # contiguous whatever the inputs' strides, as the fake kernel says
+    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     state = final_state.clone()
     later = torch.zeros_like(final_state)      # Σ over later slices of q_t g_tᵀ (M×d), fp64 like the state
     starts = list(range(0, L, chunk_size))
@@ -89,7 +90,7 @@ def _prefix_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
 
 @_prefix_backward.register_fake
 def _prefix_backward_fake(grad, q, k, v, final_state, chunk_size):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup(ctx, inputs, output):
@@ -106,6 +107,58 @@ def _backward(ctx, grad, grad_state):
 
 
 _prefix.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("recompiler::causal_prefix_cumsum", mutates_args=())
+def _cumsum_form(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain form as one op: (num, the L·M·d prefix states it keeps for the backward)."""
+    states = torch.cumsum(k.unsqueeze(-1) * v.unsqueeze(-2), dim=2)          # (B, H, L, M, d)
+    return torch.einsum("bhlm,bhlmd->bhld", q, states), states
+
+
+@_cumsum_form.register_fake
+def _cumsum_form_fake(q, k, v):
+    return q.new_empty(*q.shape[:3], v.shape[-1]), q.new_empty(*q.shape, v.shape[-1])
+
+
+@torch.library.custom_op("recompiler::causal_prefix_cumsum_backward", mutates_args=())
+def _cumsum_form_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq = torch.einsum("bhld,bhlmd->bhlm", grad, states)
+    # d states_t = q_t g_tᵀ; each k_s v_sᵀ feeds every later state: a reversed cumulative sum
+    dw = torch.flip(torch.cumsum(torch.flip(q.unsqueeze(-1) * grad.unsqueeze(-2), [2]), dim=2), [2])
+    return dq, torch.einsum("bhlmd,bhld->bhlm", dw, v), torch.einsum("bhlmd,bhlm->bhld", dw, k)
+
+
+@_cumsum_form_backward.register_fake
+def _cumsum_form_backward_fake(grad, q, k, v, states):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+#: Per-slice temporaries, in (batch·heads × slice × slice) tiles, as the CPU tracker measures them
+#: inside the ops: the within-slice scores and their causal half, and in the backward their
+#: gradients. One slice over the whole sequence slices nothing: one tile less.
+FORWARD_TILES, BACKWARD_TILES = 3, 4
+
+
+def workspace_bytes(q, chunk_size: int, *, backward: bool) -> int:
+    """Bytes the chunked op (or its backward) allocates and frees inside itself, for (B, H, L, M) ``q``."""
+    B, H, L, _ = q.shape
+    c = min(int(chunk_size), L)
+    tiles = (BACKWARD_TILES if backward else FORWARD_TILES) - (c >= L)
+    return tiles * B * H * c * c * q.element_size()
+
+
+def _register_workspace():
+    from ..frontend import costs
+
+    costs.WORKSPACE["recompiler::causal_prefix_attention"] = (
+        lambda q, k, v, chunk_size: workspace_bytes(q, chunk_size, backward=False))
+    costs.WORKSPACE["recompiler::causal_prefix_attention_backward"] = (
+        lambda grad, q, k, v, state, chunk_size: workspace_bytes(q, chunk_size, backward=True))
+
+
+_register_workspace()
 
 
 def prefix_product_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int) -> torch.Tensor:
