@@ -12,7 +12,7 @@ Adding a lowering is one module with a ``match(captured, profile)`` function plu
 Example
 -------
 >>> [entry.name for entry in LOWERINGS]
-['chunked-attention', 'prefix-attention']
+['chunked-attention', 'chunked-sdpa', 'prefix-attention']
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ class Instance:
 
 
 def _table():
-    from . import prefix_attention, softmax_attention
+    from . import prefix_attention, sdpa_attention, softmax_attention
 
     return (
         Lowering("chunked-attention", "attention", True, softmax_attention.match, softmax_attention.__name__),
+        Lowering("chunked-sdpa", "attention", True, sdpa_attention.match, sdpa_attention.__name__),
         Lowering("prefix-attention", "attention", True, prefix_attention.match, prefix_attention.__name__),
     )
 

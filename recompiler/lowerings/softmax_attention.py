@@ -165,7 +165,7 @@ class SoftmaxAttention(Instance):
             if node is self.dkt:
                 x = emit.call(aten.transpose.int, x, -1, -2)
             x = emit.call(aten.reshape.default, x, list(node.meta["val"].shape))
-            return emit.contiguous_like(x, node)
+            return emit.like(x, node)
         return None
 
     def _mask(self, emit):

@@ -234,12 +234,20 @@ class Emitter:
         self._b.part[node] = self._backward
         return node
 
-    def contiguous_like(self, x: fx.Node, original: fx.Node) -> fx.Node:
-        """``x``, copied to ``original``'s strides when they differ (later views assume them)."""
+    def like(self, x: fx.Node, original: fx.Node) -> fx.Node:
+        """``x`` laid out with ``original``'s strides (later views in the graph assume them), copied
+        only when they differ: permuted into the original's memory order, made contiguous, permuted back."""
         want = original.meta["val"]
         if x.meta["val"].stride() == want.stride():
             return x
-        return self.call(torch.ops.aten.clone.default, x, memory_format=torch.contiguous_format)
+        order = sorted(range(want.dim()), key=lambda d: (-want.stride()[d], d))
+        inverse = sorted(range(want.dim()), key=lambda d: order[d])
+        y = self.call(torch.ops.aten.permute.default, x, order)
+        y = self.call(torch.ops.aten.clone.default, y, memory_format=torch.contiguous_format)
+        y = self.call(torch.ops.aten.permute.default, y, inverse)
+        if y.meta["val"].stride() != want.stride():
+            raise PlanMismatch(f"cannot lay out the rewrite of {original.name!r} with strides {want.stride()}")
+        return y
 
 
 def _fake_value(target, args, kwargs):

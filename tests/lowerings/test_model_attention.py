@@ -88,6 +88,24 @@ def test_a_tight_plan_chooses_chunked_attention_and_keeps_the_gradients(build):
     assert report.max_grad_error <= 1e-5 and report.loss_equal
 
 
+@pytest.mark.parametrize("build, modules", [
+    (lambda: _llama("sdpa"), "model.layers.{}.self_attn"),
+    (lambda: _vit(True), "blocks.{}.attn"),
+], ids=["llama-sdpa", "vit-fused"])
+def test_fused_attention_kernels_are_matched(build, modules):
+    model, inputs = build()
+    cap = capture(model, inputs)
+    assert [(i.lowering.name, i.module_path) for i in cap.lowerings] == [("chunked-sdpa", modules.format(i))
+                                                                         for i in range(2)]
+
+
+def test_a_cnn_model_has_no_group():
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=4).train()
+    assert capture(model, (torch.randn(2, 3, 32, 32),)).graph.variant_groups == []
+
+
 def test_lowerings_lower_the_reachable_peak():
     from recompiler.solvers import solve
 

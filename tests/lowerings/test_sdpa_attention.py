@@ -1,0 +1,68 @@
+"""The chunked-sdpa lowering: fused SDPA kernels (no dropout) as groups with chunk-size options."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recompiler.frontend.capture import _WithLoss, capture, default_loss
+from recompiler.runtime.backend import make_backend
+from recompiler.runtime.check import max_relative_error
+from recompiler.runtime.memory import measure_peak
+
+
+class SDPA(torch.nn.Module):
+    def __init__(self, mask=None, dropout=0.0, kv_heads=4):
+        super().__init__()
+        self.qkv = torch.nn.Linear(32, 32 + 2 * 8 * kv_heads)
+        self.mask, self.dropout, self.kv_heads = mask, dropout, kv_heads
+
+    def forward(self, x):
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).split([32, 8 * self.kv_heads, 8 * self.kv_heads], dim=-1)
+        q = q.view(B, L, 4, 8).transpose(1, 2)
+        k, v = (t.view(B, L, self.kv_heads, 8).transpose(1, 2) for t in (k, v))
+        if self.kv_heads != 4:
+            k, v = (t.repeat_interleave(4 // self.kv_heads, dim=1) for t in (k, v))
+        kw = {"is_causal": True} if self.mask == "causal" else {}
+        if self.mask == "bool":
+            kw["attn_mask"] = torch.ones(L, L, dtype=torch.bool).tril()
+        elif self.mask == "float":
+            kw["attn_mask"] = torch.linspace(-1, 0, L * L).view(L, L)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout, **kw)
+        return out.transpose(1, 2).reshape(B, L, 32)
+
+
+def _steps(model, x, options):
+    torch._dynamo.reset()
+    wrapper = _WithLoss(model, default_loss)
+    backend = make_backend(options)
+    compiled = torch.compile(wrapper, backend=backend, dynamic=False)
+    model.zero_grad(set_to_none=True)
+    loss = compiled((x,), {})
+    loss.backward()
+    return compiled, backend.session.graphs[0], loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("mask", [None, "causal", "bool", "float"])
+def test_fused_kernel_options_keep_the_gradients(mask):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(SDPA(mask), torch.nn.Tanh(), SDPA(mask, kv_heads=2))
+    x = torch.randn(2, 96, 32)
+    cap = capture(model, (x,))
+    assert [i.lowering.name for i in cap.lowerings] == ["chunked-sdpa"] * 2
+    assert [o.name for o in cap.graph.variant_groups[0].options] == ["fused", "chunked-32", "chunked-96"]
+    _, _, ref_loss, ref_grads = _steps(model, x, {"solver": "store-all"})
+    for option in (1, 2):
+        compiled, record, loss, grads = _steps(model, x, {"solver": "store-all", "variants": ((option, option),)})
+        assert len(record.lowerings) == 2
+        assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=0)
+        assert max_relative_error(grads, ref_grads) <= 1e-5
+        measured = measure_peak(lambda: compiled((x,), {}).backward()).peak_bytes
+        predicted = record.plan.peak_bytes - record.plan.stats["input_bytes"]
+        assert abs(measured / predicted - 1) <= 0.05, (option, measured, predicted)
+
+
+def test_fused_kernel_with_dropout_is_left_alone():
+    model = SDPA("causal", dropout=0.1)
+    cap = capture(model, (torch.randn(2, 32, 32),))
+    assert not any(i.lowering.name == "chunked-sdpa" for i in cap.lowerings)
