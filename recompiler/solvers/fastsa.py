@@ -128,7 +128,7 @@ def _rank(graph: CostGraph, r: dict, budget: int) -> tuple:
     """Feasible first, then cheapest, then lowest peak — judged by ``simulate``, as plans are."""
     from ..simulate import simulate
 
-    res = simulate(graph, list(r["schedule"]), [int(x) for x in r["variant"]] or None)
+    res = simulate(graph, list(r["schedule"]), [int(x) for x in (r["variant"] or ())] or None)
     if not res.valid:
         return (2, 0.0, 0)
     return (0 if res.peak_bytes <= budget else 1, res.cost if res.peak_bytes <= budget else res.peak_bytes,
@@ -222,7 +222,8 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
     }
     if "variant_run_won" in r:
         stats["variant_run_won"] = bool(r["variant_run_won"])
-    variant = [int(x) for x in r["variant"]] or None
+    # the run without groups leaves the default choice: say so explicitly when the graph has groups
+    variant = [int(x) for x in (r["variant"] or ())] or (graph.default_variant() if graph.variant_groups else None)
     return SolverResult(schedule=np.asarray(r["schedule"]).tolist(), variant=variant, stats=stats)
 
 
