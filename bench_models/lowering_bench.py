@@ -8,9 +8,11 @@ out + lse: no group). Per setting: the smallest reachable peak (``CostGraph.floo
 best variant FastSA may reach) and FastSA's plan at 50% and 25% (peak, roofline overhead,
 groups lowered).
 
-Measured, at CPU size: a two-layer causal attention stack (hand-written, 2×1024 tokens, the
-issue's "stalls at ~39%" decoder) under ``check_step`` at 25%, lowerings off vs on: the
-measured peak (tensor bytes), simulate's prediction, step time and gradient error.
+Measured, at CPU size, under ``check_step``, lowerings off vs on: a two-layer causal attention
+stack (hand-written, 2×1024 tokens, the issue's "stalls at ~39%" decoder) at 25%, and the
+Performer LM at the SLiM paper's config II (``slim_bench.py``: L = 1024, 3 layers, d 512, batch 1,
+traced with SLiM's chunked op at C = 256) at 50% and 25%: the measured peak (tensor bytes),
+simulate's prediction, median step time and gradient error.
 
     python bench_models/lowering_bench.py [--part sim|measured|both] [--time-limit 30] [--json out.json]
 """
@@ -99,23 +101,56 @@ def causal_stack():
     return Stack(layers=2, dim=64, heads=4, mask="causal-where"), (torch.randn(2, 1024, 64),)
 
 
+def performer_lm():
+    import torch
+    from torch import nn
+
+    from bench_models.slim_bench import CONFIG, PerformerLM
+
+    c = CONFIG
+
+    class WithLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lm = PerformerLM(c["vocab"], c["length"], c["layers"], c["dim"], c["heads"], feature_map="sqr",
+                                  form="chunked", chunk_size=256)
+
+        def forward(self, ids):
+            logits = self.lm(ids[:, :-1])
+            return nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+
+    ids = torch.randint(0, c["vocab"], (c["batch"], c["length"] + 1), generator=torch.Generator().manual_seed(0))
+    return WithLoss(), (ids,)
+
+
+MEASURED = {"causal stack 2×1024": (causal_stack, ("25%",)), "performer LM (SLiM II)": (performer_lm, ("50%", "25%"))}
+
+
 def measured(repeats: int, time_limit: float, records: list, json_out):
     from recompiler.runtime.check import check_step
 
-    model, inputs = causal_stack()
-    for lowerings in (False, True):
-        r = check_step(model, inputs, budget="25%", solver="fastsa", repeats=repeats, time_limit=time_limit,
-                       lowerings=lowerings)
-        records.append({
-            "part": "measured", "model": "causal stack 2×1024", "lowerings": lowerings, "budget": "25%",
-            "eager_peak_bytes": r.eager_peak_bytes, "plan_peak_bytes": r.plan_peak_bytes,
-            "predicted_peak_bytes": r.predicted_peak_bytes,
-            "simulated_pct": 100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes,
-            "feasible": r.feasible, "eager_ms": 1e3 * r.eager_seconds, "plan_ms": 1e3 * r.plan_seconds,
-            "max_grad_error": r.max_grad_error, "lowered": len(r.lowerings)})
-        print(records[-1], flush=True)
-        if json_out:
-            write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
+    for name, (build, budgets) in MEASURED.items():
+        model, inputs = build()
+        for budget in budgets:
+            for lowerings in (False, True):
+                _measure(name, model, inputs, budget, lowerings, repeats, time_limit, records, json_out, check_step)
+
+
+def _measure(name, model, inputs, budget, lowerings, repeats, time_limit, records, json_out, check_step):
+    r = check_step(model, inputs, budget=budget, solver="fastsa", repeats=repeats, time_limit=time_limit,
+                   lowerings=lowerings)
+    records.append({
+        "part": "measured", "model": name, "lowerings": lowerings, "budget": budget,
+        "eager_peak_bytes": r.eager_peak_bytes, "plan_peak_bytes": r.plan_peak_bytes,
+        "predicted_peak_bytes": r.predicted_peak_bytes,
+        "simulated_pct": 100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes,
+        "feasible": r.feasible, "eager_ms": 1e3 * r.eager_seconds, "plan_ms": 1e3 * r.plan_seconds,
+        "max_grad_error": r.max_grad_error, "lowered": len(r.lowerings),
+        "options": sorted({e["option"] for e in r.lowerings})})
+    print(records[-1], flush=True)
+    if json_out:
+        write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
 
 
 def tables(records: list) -> list[Table]:
@@ -133,15 +168,15 @@ def tables(records: list) -> list[Table]:
         out.append(t)
     meas = [r for r in records if r["part"] == "measured"]
     if meas:
-        t = Table(title="measured (CPU tracker): check_step at 25%", header_style="bold")
-        for col in ("model", "lowerings", "eager peak MB", "plan peak MB", "predicted MB", "sim %", "eager ms",
-                    "plan ms", "lowered", "grad error"):
+        t = Table(title="measured (CPU tracker): check_step", header_style="bold")
+        for col in ("model", "budget", "lowerings", "eager peak MB", "plan peak MB", "predicted MB", "sim %",
+                    "eager ms", "plan ms", "lowered", "grad error"):
             t.add_column(col, justify="left" if col in ("model", "lowerings") else "right")
         for r in meas:
-            t.add_row(r["model"], "on" if r["lowerings"] else "off", f"{r['eager_peak_bytes'] / 1e6:.1f}",
+            t.add_row(r["model"], r["budget"], "on" if r["lowerings"] else "off", f"{r['eager_peak_bytes'] / 1e6:.1f}",
                       f"{r['plan_peak_bytes'] / 1e6:.1f}", f"{r['predicted_peak_bytes'] / 1e6:.1f}",
-                      f"{r['simulated_pct']:.1f}", f"{r['eager_ms']:.0f}", f"{r['plan_ms']:.0f}", str(r["lowered"]),
-                      f"{r['max_grad_error']:.1e}")
+                      f"{r['simulated_pct']:.1f}", f"{r['eager_ms']:.0f}", f"{r['plan_ms']:.0f}",
+                      f"{r['lowered']} {', '.join(r.get('options', []))}", f"{r['max_grad_error']:.1e}")
         out.append(t)
     return out
 

@@ -190,7 +190,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
         # With variant groups the search space is larger and one annealing run can end worse than
         # recomputation alone would: anneal the graph as traced too (half the time each when
         # limited) and keep the better plan, so offering lowerings never costs a plan.
-        if limit is not None:
+        if limit is not None and not below_floor:   # towards the floor each run takes its short time
             conf["time_limit"] = float(limit) / 2
         runs = [native.module().fastsa(handle, spec, target, conf), native.module().fastsa(handle, [], target, conf)]
         best = min(range(2), key=lambda k: _rank(graph, runs[k], target))
