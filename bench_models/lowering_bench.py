@@ -33,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench_models" / "models"))
 import _env  # noqa: E402,F401 - this machine's torchvision quirk, before transformers
 
-from bench_models.rng_bench import bert_base, gpt2_small  # noqa: E402
-from recompiler.fileio import write_json_atomic  # noqa: E402
+from bench_models.rng_bench import bert_base, gpt2_small, keep  # noqa: E402
 
 BUDGETS = ("50%", "25%")
 
@@ -77,17 +76,14 @@ def simulated(time_limit: float, records: list, json_out, models):
             for budget in BUDGETS:
                 want = int(base * float(budget[:-1]) / 100)
                 plan = solve(g, max(want, floor), "fastsa", time_limit=time_limit)
-                records.append({
+                keep(records, {
                     "part": "simulated", "model": name, "lowerings": lowerings, "budget": budget, "nodes": g.n,
                     "groups": len(g.variant_groups), "lowered": sum(1 for v in plan.variant if v),
                     "options": sorted({g.variant_groups[k].options[v].name for k, v in enumerate(plan.variant) if v}),
                     "baseline_peak_bytes": base, "floor_pct": 100 * floor / base,
                     "peak_pct": 100 * plan.peak_fraction, "overhead_pct": 100 * plan.overhead,
                     "feasible": plan.peak_bytes <= want, "capture_seconds": seconds,
-                    "solve_seconds": plan.solve_seconds})
-                print(records[-1], flush=True)
-                if json_out:
-                    write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
+                    "solve_seconds": plan.solve_seconds}, json_out)
         del model
 
 
@@ -140,17 +136,14 @@ def measured(repeats: int, time_limit: float, records: list, json_out):
 def _measure(name, model, inputs, budget, lowerings, repeats, time_limit, records, json_out, check_step):
     r = check_step(model, inputs, budget=budget, solver="fastsa", repeats=repeats, time_limit=time_limit,
                    lowerings=lowerings)
-    records.append({
+    keep(records, {
         "part": "measured", "model": name, "lowerings": lowerings, "budget": budget,
         "eager_peak_bytes": r.eager_peak_bytes, "plan_peak_bytes": r.plan_peak_bytes,
         "predicted_peak_bytes": r.predicted_peak_bytes,
         "simulated_pct": 100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes,
         "feasible": r.feasible, "eager_ms": 1e3 * r.eager_seconds, "plan_ms": 1e3 * r.plan_seconds,
         "max_grad_error": r.max_grad_error, "lowered": len(r.lowerings),
-        "options": sorted({e["option"] for e in r.lowerings})})
-    print(records[-1], flush=True)
-    if json_out:
-        write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
+        "options": sorted({e["option"] for e in r.lowerings})}, json_out)
 
 
 def tables(records: list) -> list[Table]:

@@ -64,6 +64,14 @@ def gpt2_small():
 SIMULATED = {"bert-base 128×512": bert_base, "gpt2 8×1024": gpt2_small}
 
 
+def keep(records: list, row: dict, json_out) -> None:
+    """Add a result row, print it, and checkpoint every row so far to ``json_out`` (atomically)."""
+    records.append(row)
+    print(row, flush=True)
+    if json_out:
+        write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
+
+
 def unit_cost(graph):
     """The same graph where every computing node costs 1 (views and tuple elements 0)."""
     import dataclasses
@@ -92,16 +100,13 @@ def simulated(time_limit: float, records: list, json_out):
                 for budget in BUDGETS:
                     plan = solve(g, max(int(base * float(budget[:-1]) / 100), floor), "fastsa",
                                  time_limit=time_limit)
-                    records.append({
+                    keep(records, {
                         "part": "simulated", "model": name, "rng": mode, "budget": budget, "cost": cost, "nodes": g.n,
                         "random_ops": len(cap.random_ops), "baseline_peak_bytes": base, "floor_pct": 100 * floor / base,
                         "peak_pct": 100 * plan.peak_fraction, "overhead_pct": 100 * plan.overhead,
                         "feasible": plan.peak_bytes <= base * float(budget[:-1]) / 100,
                         "random_recomputed": cap.random_recomputed(plan.schedule), "capture_seconds": seconds,
-                        "solve_seconds": plan.solve_seconds})
-                    print(records[-1], flush=True)
-                    if json_out:
-                        write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
+                        "solve_seconds": plan.solve_seconds}, json_out)
         del model
 
 
@@ -121,16 +126,13 @@ def measured(repeats: int, time_limit: float, records: list, json_out):
             for mode in MODES:
                 r = check_step(model, inputs, budget=budget, solver="fastsa", rng=mode, repeats=repeats,
                                time_limit=time_limit)
-                records.append({
+                keep(records, {
                     "part": "measured", "model": name, "rng": mode, "budget": budget,
                     "eager_peak_bytes": r.eager_peak_bytes, "plan_peak_bytes": r.plan_peak_bytes,
                     "simulated_pct": 100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes,
                     "feasible": r.feasible, "eager_ms": 1e3 * r.eager_seconds, "plan_ms": 1e3 * r.plan_seconds,
                     "max_grad_error": r.max_grad_error, "reference": r.reference,
-                    "random_ops": r.random_ops, "random_recomputed": r.random_recomputed})
-                print(records[-1], flush=True)
-                if json_out:
-                    write_json_atomic(json_out, {"load": os.getloadavg(), "records": records})
+                    "random_ops": r.random_ops, "random_recomputed": r.random_recomputed}, json_out)
 
 
 def tables(records: list) -> list[Table]:

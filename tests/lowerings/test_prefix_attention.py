@@ -1,13 +1,18 @@
 """The prefix-attention lowering: CausalLinearAttention's slice lengths and its cumsum form, chosen by the solver."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from recompiler.frontend.capture import _WithLoss, capture, default_loss
-from recompiler.nn import CausalLinearAttention
-from recompiler.runtime.backend import make_backend
-from recompiler.runtime.check import max_relative_error
-from recompiler.runtime.memory import measure_peak
+sys.path.insert(0, str(Path(__file__).parent))
+from attention_models import compiled_step  # noqa: E402
+
+from recompiler.frontend.capture import capture  # noqa: E402
+from recompiler.nn import CausalLinearAttention  # noqa: E402
+from recompiler.runtime.check import max_relative_error  # noqa: E402
+from recompiler.runtime.memory import measure_peak  # noqa: E402
 
 
 def _model(form="chunked", feature_map="sqr"):
@@ -15,17 +20,6 @@ def _model(form="chunked", feature_map="sqr"):
     return torch.nn.Sequential(CausalLinearAttention(32, heads=4, feature_map=feature_map, form=form, chunk_size=32),
                                torch.nn.Tanh(),
                                CausalLinearAttention(32, heads=4, feature_map=feature_map, form=form, chunk_size=32))
-
-
-def _run(model, inputs, variants):
-    torch._dynamo.reset()
-    wrapper = _WithLoss(model, default_loss)
-    backend = make_backend({"solver": "store-all", "variants": variants})
-    compiled = torch.compile(wrapper, backend=backend, dynamic=False)
-    model.zero_grad(set_to_none=True)
-    loss = compiled(inputs, {})
-    loss.backward()
-    return compiled, backend.session.graphs[0], loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
 def test_each_layer_is_a_group_with_its_slice_lengths_and_the_cumsum_form():
@@ -46,9 +40,9 @@ def test_the_plain_cumsum_module_is_left_as_traced():
 def test_every_option_keeps_loss_and_gradients(feature_map):
     model = _model(feature_map=feature_map)
     inputs = (torch.randn(2, 256, 32),)
-    _, _, ref_loss, ref_grads = _run(model, inputs, ((0, 0),))
+    _, _, ref_loss, ref_grads = compiled_step(model, inputs, {"solver": "store-all", "variants": ((0, 0),)})
     for option in (1, 2, 3):
-        _, record, loss, grads = _run(model, inputs, ((option, option),))
+        _, record, loss, grads = compiled_step(model, inputs, {"solver": "store-all", "variants": ((option, option),)})
         assert record.lowerings and record.lowerings[0]["module"] == "0"
         assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=0)
         assert max_relative_error(grads, ref_grads) <= 1e-5
@@ -59,7 +53,7 @@ def test_each_option_peak_is_what_its_variant_says():
     inputs = (torch.randn(2, 512, 32),)
     peaks = []
     for option in range(4):
-        compiled, record, _, _ = _run(model, inputs, ((option, option),))
+        compiled, record, _, _ = compiled_step(model, inputs, {"solver": "store-all", "variants": ((option, option),)})
         measured = measure_peak(lambda: compiled(inputs, {}).backward()).peak_bytes
         predicted = record.plan.peak_bytes - record.plan.stats["input_bytes"]
         assert abs(measured / predicted - 1) <= 0.05, (option, measured, predicted)

@@ -1,13 +1,18 @@
 """The chunked-sdpa lowering: fused SDPA kernels (no dropout) as groups with chunk-size options."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recompiler.frontend.capture import _WithLoss, capture, default_loss
-from recompiler.runtime.backend import make_backend
-from recompiler.runtime.check import max_relative_error
-from recompiler.runtime.memory import measure_peak
+sys.path.insert(0, str(Path(__file__).parent))
+from attention_models import compiled_step  # noqa: E402
+
+from recompiler.frontend.capture import capture  # noqa: E402
+from recompiler.runtime.check import max_relative_error  # noqa: E402
+from recompiler.runtime.memory import measure_peak  # noqa: E402
 
 
 class SDPA(torch.nn.Module):
@@ -32,17 +37,6 @@ class SDPA(torch.nn.Module):
         return out.transpose(1, 2).reshape(B, L, 32)
 
 
-def _steps(model, x, options):
-    torch._dynamo.reset()
-    wrapper = _WithLoss(model, default_loss)
-    backend = make_backend(options)
-    compiled = torch.compile(wrapper, backend=backend, dynamic=False)
-    model.zero_grad(set_to_none=True)
-    loss = compiled((x,), {})
-    loss.backward()
-    return compiled, backend.session.graphs[0], loss.detach(), [p.grad.clone() for p in model.parameters()]
-
-
 @pytest.mark.parametrize("mask", [None, "causal", "bool", "float"])
 def test_fused_kernel_options_keep_the_gradients(mask):
     torch.manual_seed(0)
@@ -51,9 +45,9 @@ def test_fused_kernel_options_keep_the_gradients(mask):
     cap = capture(model, (x,))
     assert [i.lowering.name for i in cap.lowerings] == ["chunked-sdpa"] * 2
     assert [o.name for o in cap.graph.variant_groups[0].options] == ["fused", "chunked-32", "chunked-96"]
-    _, _, ref_loss, ref_grads = _steps(model, x, {"solver": "store-all"})
+    _, _, ref_loss, ref_grads = compiled_step(model, (x,), {"solver": "store-all"})
     for option in (1, 2):
-        compiled, record, loss, grads = _steps(model, x, {"solver": "store-all", "variants": ((option, option),)})
+        compiled, record, loss, grads = compiled_step(model, (x,), {"solver": "store-all", "variants": ((option, option),)})
         assert len(record.lowerings) == 2
         assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=0)
         assert max_relative_error(grads, ref_grads) <= 1e-5

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attention_models import HandAttention, Stack  # noqa: E402
+from attention_models import HandAttention, Stack, compiled_step  # noqa: E402
 
 from recompiler import lowerings  # noqa: E402
 from recompiler.frontend.capture import _WithLoss, capture, default_loss  # noqa: E402
@@ -25,19 +25,6 @@ def _inputs(mask, B=2, L=48, dim=32, dtype=torch.float32):
     if mask == "additive":
         return (x, torch.randn(B, 1, L, L, dtype=dtype))
     return (x,)
-
-
-def _step(model, inputs, options):
-    """(loss, grads, session) of one compiled step under backend ``options``."""
-    torch._dynamo.reset()
-    wrapper = _WithLoss(model, default_loss)
-    backend = make_backend(options)
-    compiled = torch.compile(wrapper, backend=backend, dynamic=False)
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(0)
-    loss = compiled(inputs, {})
-    loss.backward()
-    return loss.detach(), [p.grad.clone() for p in model.parameters()], backend.session
 
 
 def _eager(model, inputs):
@@ -100,8 +87,9 @@ def test_every_option_keeps_loss_and_gradients(mask):
     ref_loss, ref_grads = _eager(model, inputs)
     _, counts = _option_count(model, inputs)
     for option in range(1, counts[0]):
-        loss, grads, session = _step(model, inputs, {"solver": "store-all", "variants": ((option, option),)})
-        assert session.graphs[0].lowerings[0]["option"].startswith("chunked-")
+        _, record, loss, grads = compiled_step(model, inputs, {"solver": "store-all",
+                                                               "variants": ((option, option),)})
+        assert record.lowerings[0]["option"].startswith("chunked-")
         assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=0)
         assert max_relative_error(grads, ref_grads) <= 1e-5
 
@@ -111,8 +99,8 @@ def test_bf16_option_close_to_the_original():
     model = Stack(layers=1, dim=32, heads=4, mask="causal-where").to(torch.bfloat16)
     inputs = _inputs("causal-where", dtype=torch.bfloat16)
     ref_loss, ref_grads = _eager(model, inputs)
-    loss, grads, session = _step(model, inputs, {"solver": "store-all", "variants": ((1,),)})
-    assert session.graphs[0].lowerings
+    _, record, loss, grads = compiled_step(model, inputs, {"solver": "store-all", "variants": ((1,),)})
+    assert record.lowerings
     assert torch.allclose(loss.float(), ref_loss.float(), rtol=2e-2)
     assert max_relative_error([g.float() for g in grads], [g.float() for g in ref_grads]) <= 5e-2
 
@@ -140,8 +128,8 @@ def test_dropout_option_equals_a_reference_with_the_same_masks():
     reference = _ChunkedReference(32, dim=32, heads=4, dropout=0.2)
     reference.load_state_dict(model.state_dict())
     ref_loss, ref_grads = _eager(reference, inputs)
-    loss, grads, session = _step(model, inputs, {"solver": "store-all", "variants": ((1,),)})
-    assert session.graphs[0].lowerings[0]["option"] == "chunked-32"
+    _, record, loss, grads = compiled_step(model, inputs, {"solver": "store-all", "variants": ((1,),)})
+    assert record.lowerings[0]["option"] == "chunked-32"
     assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=0)
     assert max_relative_error(grads, ref_grads) <= 1e-5
     # and it really drops: the plain attention without dropout gives another loss
