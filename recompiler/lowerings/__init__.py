@@ -12,7 +12,7 @@ Adding a lowering is one module with a ``match(captured, profile)`` function plu
 Example
 -------
 >>> [entry.name for entry in LOWERINGS]
-['chunked-attention', 'chunked-sdpa', 'prefix-attention']
+['chunked-attention', 'chunked-sdpa', 'prefix-attention', 'chunked-loss']
 """
 
 from __future__ import annotations
@@ -54,17 +54,22 @@ class Instance:
     def rewrite(self, option: int, node, emit, state: dict):
         raise NotImplementedError
 
+    def absorbed(self, node) -> bool:
+        """``node`` emits nothing under a non-default option and may sit anywhere in a schedule."""
+        return False
+
     def group_name(self, index: int) -> str:
         return f"{self.lowering.name}:{index}"
 
 
 def _table():
-    from . import prefix_attention, sdpa_attention, softmax_attention
+    from . import linear_loss, prefix_attention, sdpa_attention, softmax_attention
 
     return (
         Lowering("chunked-attention", "attention", True, softmax_attention.match, softmax_attention.__name__),
         Lowering("chunked-sdpa", "attention", True, sdpa_attention.match, sdpa_attention.__name__),
         Lowering("prefix-attention", "attention", True, prefix_attention.match, prefix_attention.__name__),
+        Lowering("chunked-loss", "loss", True, linear_loss.match, linear_loss.__name__),
     )
 
 
@@ -97,14 +102,20 @@ def attach(graph: CostGraph, captured, instances: list[Instance]) -> CostGraph:
 
 
 def rewrites(instances: list[Instance], variant) -> dict:
-    """``{fx node: rewrite(emit)}`` for every node of an instance whose chosen option is not 0."""
+    """``{fx node: rewrite(emit)}`` for every node of an instance whose chosen option is not 0.
+
+    Each rewrite carries ``.absorbed`` (:meth:`Instance.absorbed`): the runtime lets only the
+    others start the backward part.
+    """
     out: dict = {}
     for inst, choice in zip(instances, variant or ()):
         if choice:
             state: dict = {}
             for node in inst.nodes:
-                out[node] = (lambda emit, inst=inst, choice=choice, node=node, state=state:
-                             inst.rewrite(choice, node, emit, state))
+                def rewrite(emit, inst=inst, choice=choice, node=node, state=state):
+                    return inst.rewrite(choice, node, emit, state)
+                rewrite.absorbed = inst.absorbed(node)
+                out[node] = rewrite
     return out
 
 

@@ -131,6 +131,9 @@ class SoftmaxAttention(Instance):
         return opts
 
     # -------------------------------------------------------------- rewrite
+    def absorbed(self, node) -> bool:
+        return not any(node is x for x in (self.out, self.main, self.dq, self.dkt, self.dv))
+
     def rewrite(self, option: int, node, emit, state: dict):
         chunk = self.chunk_sizes()[option - 1]
         aten = torch.ops.aten

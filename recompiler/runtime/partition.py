@@ -79,10 +79,9 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
 
     rewrites = rewrites or {}
     # A node a lowering absorbed emits nothing and may sit anywhere in the schedule: it does not
-    # start the backward (the node that does the lowering's backward reads a gradient, so it comes
-    # after one that is not rewritten).
-    split = next((t for t, v in enumerate(schedule) if starts_backward[v] and nodes[v] not in rewrites),
-                 len(schedule))
+    # start the backward (the node that runs the lowering's backward is not absorbed).
+    split = next((t for t, v in enumerate(schedule)
+                  if starts_backward[v] and not getattr(rewrites.get(nodes[v]), "absorbed", False)), len(schedule))
     random_order = [v for v in schedule if is_random(nodes[v])]
     if random_order != sorted(random_order):
         # Every solver keeps pinned nodes in their original order; a hand-made plan may not.

@@ -56,15 +56,16 @@ class Stack(nn.Module):
 def compiled_step(model, inputs, options):
     """One step compiled with the recompiler backend under ``options``:
     ``(compiled, graph record, loss, grads)``."""
-    from recompiler.frontend.capture import _WithLoss, default_loss
+    from recompiler.frontend.capture import _split_inputs, _WithLoss, default_loss
     from recompiler.runtime.backend import make_backend
 
+    args, kwargs = _split_inputs(inputs)
     torch._dynamo.reset()
     wrapper = _WithLoss(model, default_loss)
     backend = make_backend(options)
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)
-    loss = compiled(inputs, {})
+    loss = compiled(args, kwargs)
     loss.backward()
     return compiled, backend.session.graphs[0], loss.detach(), [p.grad.clone() for p in model.parameters()]
