@@ -14,8 +14,10 @@ caller), class weights or label smoothing: no match.
 Options: the graph as traced, and the chunked loss at up to three token-chunk sizes. Under a
 chunked option the loss node runs the chunked forward (it keeps the per-token log-sum-exp), the
 ``nll_loss_backward`` node runs the chunked backward (recomputing each chunk's logits), the dh,
-dW and db nodes take its results, and the rest of the group is absorbed; the log-softmax node
-carries the forward's per-chunk workspace, the backward node its own.
+dW and db nodes take its results (through ``_log_softmax_backward_data``, kept as a zero-byte relay
+so the backward's result tuple is not counted beside each gradient), and the rest of the group
+is absorbed; the log-softmax node carries the forward's per-chunk workspace, the backward node
+its own.
 
 Example
 -------
@@ -73,6 +75,9 @@ class LinearLoss(Instance):
         ext_f = {d for i in fwd for d in g.deps[i] if d not in inside}
         ext_b = {d for i in bwd for d in g.deps[i] if d not in inside}
         loss, main, work = ids[self.loss.name], ids[self.main.name], ids[self.log_softmax.name]
+        # the exits wait for the backward through a zero-byte relay, so the backward's tuple (and its
+        # workspace) is not counted again beside each gradient it hands out
+        relay = ids[self.relay.name]
         exits = {ids[x.name] for x in self.exits.values()}
         fwd_cost, bwd_cost = float(sum(g.compute[i] for i in fwd)), float(sum(g.compute[i] for i in bwd))
         acc = torch.empty((), dtype=torch.promote_types(self.dtype, torch.float32)).element_size()
@@ -99,6 +104,10 @@ class LinearLoss(Instance):
                 elif i in exits:
                     compute.append(0.0)
                     memory.append(int(g.memory[i]))
+                    deps.append([relay])
+                elif i == relay:
+                    compute.append(0.0)
+                    memory.append(0)
                     deps.append([main])
                 elif i == work:
                     compute.append(0.0)
@@ -279,11 +288,13 @@ class _Matcher:
                 raise _NoMatch
         self.expect("dh" in exits and ("dw" in exits) != ("dwt" in exits) and ("db" in exits) == (bias is not None))
         self._check_closed(loss, list(exits.values()), main)
+        self.expect(self.cap.node_ids[main.name] < self.cap.node_ids[lsb.name]
+                    < min(self.cap.node_ids[x.name] for x in exits.values()))
         val = hidden.meta["val"]
         self.expect(val.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16))
         return {"members": self.members, "loss": loss, "log_softmax": ls, "logits": logits, "hidden": hidden,
                 "weight_t": weight_t, "bias": bias, "labels": labels, "grad_loss": grad_loss, "main": main,
-                "exits": exits, "tokens": N, "vocab": V, "dtype": val.dtype, "ignore_index": int(ignore_index),
+                "exits": exits, "relay": lsb, "tokens": N, "vocab": V, "dtype": val.dtype, "ignore_index": int(ignore_index),
                 "reduction": int(reduction)}
 
     def _check_closed(self, loss, grads, main):
