@@ -62,6 +62,47 @@ class Instance:
         return f"{self.lowering.name}:{index}"
 
 
+def split_group(graph: CostGraph, members: list[int]):
+    """``(forward ids, backward ids, external deps of the forward ones, of the backward ones)``."""
+    inside = set(members)
+    fwd = [i for i in members if not graph.is_backward[i]]
+    bwd = [i for i in members if graph.is_backward[i]]
+    ext_f = {d for i in fwd for d in graph.deps[i] if d not in inside}
+    ext_b = {d for i in bwd for d in graph.deps[i] if d not in inside}
+    return fwd, bwd, ext_f, ext_b
+
+
+def fused_option(name: str, graph: CostGraph, members: list[int], *, head: int, main: int, exits: set, work: int,
+                 head_compute: float, head_bytes: int, main_compute: float, main_bytes: int, work_bytes: int,
+                 relay: int | None = None) -> VariantOption:
+    """An option where one op replaces the group's forward and one its backward.
+
+    ``head`` runs the forward (``head_bytes``, reading everything the group's forward read, and
+    ``work``, which carries the op's workspace just before it); ``main`` runs the backward
+    (``main_bytes``, after ``head`` and everything the group read); the ``exits`` take its results
+    (through the zero-byte ``relay`` when given); every other node is absorbed (0 s, 0 B, no deps).
+    """
+    _, _, ext_f, ext_b = split_group(graph, members)
+    compute, memory, deps = [], [], []
+    for i in members:
+        if i == head:
+            row = (head_compute, head_bytes, sorted(ext_f | {work}))
+        elif i == main:
+            row = (main_compute, main_bytes, sorted(ext_b | ext_f | {head}))
+        elif i in exits:
+            row = (0.0, int(graph.memory[i]), [relay if relay is not None else main])
+        elif i == relay:
+            row = (0.0, 0, [main])
+        elif i == work:
+            row = (0.0, work_bytes, [])
+        else:
+            row = (0.0, 0, [])
+        compute.append(row[0])
+        memory.append(row[1])
+        deps.append(row[2])
+    return VariantOption(name, True, compute, memory, deps)
+
+
 def _table():
     from . import linear_loss, prefix_attention, sdpa_attention, softmax_attention
 

@@ -43,7 +43,7 @@ import torch
 import torch.fx as fx
 
 from ..graph import VariantOption
-from . import Instance, chunked_loss
+from . import Instance, chunked_loss, fused_option, split_group
 
 #: Token-chunk sizes offered (those below the token count, and all tokens once).
 CHUNK_SIZES = (256, 1024, 4096)
@@ -69,15 +69,8 @@ class LinearLoss(Instance):
     def options(self) -> list[VariantOption]:
         g, ids = self.captured.graph, self.captured.node_ids
         members = [ids[x.name] for x in self.nodes]
-        inside = set(members)
-        fwd = [i for i in members if not g.is_backward[i]]
-        bwd = [i for i in members if g.is_backward[i]]
-        ext_f = {d for i in fwd for d in g.deps[i] if d not in inside}
-        ext_b = {d for i in bwd for d in g.deps[i] if d not in inside}
+        fwd, bwd, _, _ = split_group(g, members)
         loss, main, work = ids[self.loss.name], ids[self.main.name], ids[self.log_softmax.name]
-        # the exits wait for the backward through a zero-byte relay, so the backward's tuple (and its
-        # workspace) is not counted again beside each gradient it hands out
-        relay = ids[self.relay.name]
         exits = {ids[x.name] for x in self.exits.values()}
         fwd_cost, bwd_cost = float(sum(g.compute[i] for i in fwd)), float(sum(g.compute[i] for i in bwd))
         acc = torch.empty((), dtype=torch.promote_types(self.dtype, torch.float32)).element_size()
@@ -89,35 +82,16 @@ class LinearLoss(Instance):
             chunks = math.ceil(self.tokens / c)
             fwd_ws, bwd_ws = (chunked_loss.workspace_bytes(self.tokens, self.vocab, c, self.dtype, backward=b)
                               for b in (False, True))
-            compute, memory, deps = [], [], []
-            for i in members:
-                if i == loss:
-                    compute.append(fwd_cost + chunks * FORWARD_KERNELS * launch)
-                    memory.append(int(g.memory[loss]) + self.tokens * acc)      # + the per-token lse
-                    deps.append(sorted(ext_f | {work}))
-                elif i == main:
-                    # the backward recomputes every chunk's logits: the projection's cost again
-                    compute.append(bwd_cost + float(g.compute[ids[self.logits.name]])
-                                   + chunks * BACKWARD_KERNELS * launch)
-                    memory.append(grads + bwd_ws)
-                    deps.append(sorted(ext_b | ext_f | {loss}))
-                elif i in exits:
-                    compute.append(0.0)
-                    memory.append(int(g.memory[i]))
-                    deps.append([relay])
-                elif i == relay:
-                    compute.append(0.0)
-                    memory.append(0)
-                    deps.append([main])
-                elif i == work:
-                    compute.append(0.0)
-                    memory.append(fwd_ws)
-                    deps.append([])
-                else:
-                    compute.append(0.0)
-                    memory.append(0)
-                    deps.append([])
-            opts.append(VariantOption(f"chunked-{c}", True, compute, memory, deps))
+            # the gradients wait for the backward through a zero-byte relay, so the backward's tuple
+            # (and its workspace) is not counted again beside each gradient it hands out; the
+            # backward recomputes every chunk's logits: the projection's cost again
+            opts.append(fused_option(
+                f"chunked-{c}", g, members, head=loss, main=main, exits=exits, work=work,
+                relay=ids[self.relay.name],
+                head_compute=fwd_cost + chunks * FORWARD_KERNELS * launch,
+                head_bytes=int(g.memory[loss]) + self.tokens * acc,            # + the per-token lse
+                main_compute=bwd_cost + float(g.compute[ids[self.logits.name]]) + chunks * BACKWARD_KERNELS * launch,
+                main_bytes=grads + bwd_ws, work_bytes=fwd_ws))
         return opts
 
     def absorbed(self, node) -> bool:
@@ -267,20 +241,10 @@ class _Matcher:
                 self.expect(self.op(mm) == "mm" and mm.args[0] is u and mm.args[1] is hidden)
                 self.members.update((u, mm))
                 exits["dw"] = mm
-            elif name == "mm" and u.args[0] is grad:
-                w_view = u.args[1]
-                self.expect(self.op(w_view) == "t" and w_view.args[0] is weight_t and _shape(u) == (N, H))
-                self.members.add(u)
-                if len(w_view.users) == 1:
-                    self.members.add(w_view)
-                exits["dh"] = u
-            elif name == "mm" and u.args[1] is grad:
-                h_view = u.args[0]
-                self.expect(self.op(h_view) == "t" and h_view.args[0] is hidden and _shape(u) == (H, V))
-                self.members.add(u)
-                if len(h_view.users) == 1:
-                    self.members.add(h_view)
-                exits["dwt"] = u
+            elif name == "mm" and u.args[0] is grad:         # dh = G · W
+                exits["dh"] = self._mm_with_transpose(u, u.args[1], weight_t, (N, H))
+            elif name == "mm" and u.args[1] is grad:         # dWᵀ = hᵀ · G
+                exits["dwt"] = self._mm_with_transpose(u, u.args[0], hidden, (H, V))
             elif name == "sum.dim_IntList" and bias is not None and list(u.args[1]) == [0]:
                 self.members.add(u)
                 exits["db"] = u
@@ -296,6 +260,14 @@ class _Matcher:
                 "weight_t": weight_t, "bias": bias, "labels": labels, "grad_loss": grad_loss, "main": main,
                 "exits": exits, "relay": lsb, "tokens": N, "vocab": V, "dtype": val.dtype, "ignore_index": int(ignore_index),
                 "reduction": int(reduction)}
+
+    def _mm_with_transpose(self, mm, other, base, shape):
+        """``mm`` whose other operand is ``base`` transposed (taken too when only ``mm`` reads it)."""
+        self.expect(self.op(other) == "t" and other.args[0] is base and _shape(mm) == shape)
+        self.members.add(mm)
+        if len(other.users) == 1:
+            self.members.add(other)
+        return mm
 
     def _check_closed(self, loss, grads, main):
         """Only the loss and the gradients leave the group; the backward node comes after all it reads."""

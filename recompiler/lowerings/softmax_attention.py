@@ -48,7 +48,7 @@ import torch
 import torch.fx as fx
 
 from ..graph import VariantOption
-from . import Instance, chunked_attention  # noqa: F401 - registers the recompiler::chunked_attention ops
+from . import Instance, chunked_attention, fused_option, split_group  # registers the chunked ops
 
 #: Query-chunk sizes offered (those below the query length, and the whole length once).
 CHUNK_SIZES = (32, 128, 512)
@@ -83,11 +83,7 @@ class SoftmaxAttention(Instance):
         cap = self.captured
         g, ids = cap.graph, cap.node_ids
         members = [ids[x.name] for x in self.nodes]
-        inside = set(members)
-        fwd = [i for i in members if not g.is_backward[i]]
-        bwd = [i for i in members if g.is_backward[i]]
-        ext_f = {d for i in fwd for d in g.deps[i] if d not in inside}
-        ext_b = {d for i in bwd for d in g.deps[i] if d not in inside}
+        fwd, bwd, _, _ = split_group(g, members)
         out, main, work = ids[self.out.name], ids[self.main.name], ids[self.softmax.name]
         exits = {ids[x.name] for x in (self.dq, self.dkt, self.dv)}
         fwd_cost = float(sum(g.compute[i] for i in fwd))
@@ -97,37 +93,18 @@ class SoftmaxAttention(Instance):
         lse_bytes = self.batch * self.q_len * acc
         grads = sum(int(g.memory[i]) for i in exits)
         launch = self.profile.launch_overhead
-        base = VariantOption("original", True, [float(g.compute[i]) for i in members],
-                             [int(g.memory[i]) for i in members])
-        opts = [base]
+        opts = [VariantOption("original", True, [float(g.compute[i]) for i in members],
+                              [int(g.memory[i]) for i in members])]
         for c in self.chunk_sizes():
             chunks = math.ceil(self.q_len / c)
             fwd_ws, bwd_ws = (chunked_attention.workspace_bytes(self.batch, self.q_len, self.k_len, c, self.dtype,
                                                                 dropout=bool(self.dropout_p), backward=backward)
                               for backward in (False, True))
-            compute, memory, deps = [], [], []
-            for i in members:
-                if i == out:
-                    compute.append(fwd_cost + chunks * FORWARD_KERNELS * launch)
-                    memory.append(int(g.memory[out]) + lse_bytes)
-                    deps.append(sorted(ext_f | {work}))
-                elif i == main:
-                    compute.append(bwd_cost + recompute + chunks * BACKWARD_KERNELS * launch)
-                    memory.append(grads + bwd_ws)
-                    deps.append(sorted(ext_b | ext_f | {out}))
-                elif i in exits:
-                    compute.append(0.0)
-                    memory.append(int(g.memory[i]))
-                    deps.append([main])
-                elif i == work:
-                    compute.append(0.0)
-                    memory.append(fwd_ws)
-                    deps.append([])
-                else:
-                    compute.append(0.0)
-                    memory.append(0)
-                    deps.append([])
-            opts.append(VariantOption(f"chunked-{c}", True, compute, memory, deps))
+            opts.append(fused_option(
+                f"chunked-{c}", g, members, head=out, main=main, exits=exits, work=work,
+                head_compute=fwd_cost + chunks * FORWARD_KERNELS * launch, head_bytes=int(g.memory[out]) + lse_bytes,
+                main_compute=bwd_cost + recompute + chunks * BACKWARD_KERNELS * launch, main_bytes=grads + bwd_ws,
+                work_bytes=fwd_ws))
         return opts
 
     # -------------------------------------------------------------- rewrite
@@ -504,9 +481,9 @@ class _Matcher:
         exits = {parts["out"], parts["dq"], parts["dkt"], parts["dv"]}
         for m in self.members:
             i = ids[m.name]
-            self.expect(not g.pinned[i] and not g.is_output[i] and m.op == "call_function")
-            if m not in exits:
-                self.expect(all(u in self.members for u in m.users))
+            self.expect(not g.pinned[i] and m.op == "call_function")
+            if m not in exits:      # the output and the gradients may be the step's outputs, nothing else
+                self.expect(not g.is_output[i] and all(u in self.members for u in m.users))
         member_ids = {ids[m.name] for m in self.members}
         deps = {d for m in self.members for d in g.deps[ids[m.name]] if d not in member_ids}
         need = max(deps | {ids[parts["out"].name]})

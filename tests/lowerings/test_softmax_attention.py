@@ -176,3 +176,20 @@ def test_rewrites_only_for_chosen_groups():
     entries = lowerings.chosen(cap.graph, cap.lowerings, [0, 1])
     assert entries == [{"group": "chunked-attention:1", "kind": "attention", "option": "chunked-32", "exact": True,
                         "module": "layers.1"}]
+
+
+def test_attention_over_step_inputs_whose_gradients_are_outputs():
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.softmax(q @ k.transpose(-1, -2) * 0.125, -1) @ v
+
+    torch.manual_seed(0)
+    qkv = tuple(torch.randn(2, 4, 64, 16, requires_grad=True) for _ in range(3))
+    cap = capture(Attn(), qkv)
+    assert [g.kind for g in cap.graph.variant_groups] == ["attention"]
+    ref = torch.autograd.grad(Attn()(*qkv).sum(), qkv)
+    torch._dynamo.reset()
+    backend = make_backend({"solver": "store-all", "variants": ((1,),)})
+    out = torch.compile(_WithLoss(Attn(), default_loss), backend=backend, dynamic=False)(qkv, {})
+    assert backend.session.graphs[0].lowerings
+    assert max_relative_error(torch.autograd.grad(out, qkv), ref) <= 1e-5
