@@ -1,7 +1,7 @@
 """The chunked vocabulary loss (issue 13): what it does to the floor and to tight plans.
 
-Simulated (activations fake, replayed RNG, CPU roofline, FastSA): HF GPT-2 small at 8×1024 and
-LLaMA-7B's shape (32 layers, d 4096, vocabulary 32000, bf16 weights left uninitialised: their
+Simulated (activations fake, replayed RNG, CPU roofline, FastSA): HF GPT-2 small at 8×1024, BERT-base
+(masked LM) at 128×512 and LLaMA-7B's shape (32 layers, d 4096, vocabulary 32000, bf16 weights left uninitialised: their
 values never matter to a plan) at 8×2048. Per setting — no lowerings, attention lowerings only,
 attention + chunked loss — the smallest reachable peak (``fastsa.floor_bytes``) and FastSA's plan
 at 25%.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench_models" / "models"))
 import _env  # noqa: E402,F401 - this machine's torchvision quirk, before transformers
 
-from bench_models.rng_bench import gpt2_small, keep  # noqa: E402
+from bench_models.rng_bench import bert_base, gpt2_small, keep  # noqa: E402
 
 
 def llama7b():
@@ -53,7 +53,7 @@ def llama7b():
     return model, {"input_ids": ids, "labels": ids}
 
 
-SIMULATED = {"gpt2 8×1024": gpt2_small, "llama-7b shape 8×2048": llama7b}
+SIMULATED = {"gpt2 8×1024": gpt2_small, "bert-base 128×512": bert_base, "llama-7b shape 8×2048": llama7b}
 SETTINGS = ("none", "attention", "attention + loss")
 
 
