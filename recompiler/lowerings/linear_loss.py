@@ -40,17 +40,17 @@ import math
 import operator
 
 import torch
-import torch.fx as fx
 
 from ..graph import VariantOption
 from . import Instance, chunked_loss, fused_option, split_group
+from .matching import Matcher, NoMatch, through_aliases
+from .matching import shape as shape_of
 
 #: Token-chunk sizes offered (those below the token count, and all tokens once).
 CHUNK_SIZES = (256, 1024, 4096)
 FORWARD_KERNELS, BACKWARD_KERNELS = 6, 10
 
 _PASS = {"view", "_unsafe_view", "reshape", "_to_copy", "clone", "alias", "contiguous"}
-_ALIAS = {"detach", "alias"}
 
 
 class LinearLoss(Instance):
@@ -142,53 +142,14 @@ def match(captured, profile) -> list[LinearLoss]:
     return found
 
 
-class _NoMatch(Exception):
-    pass
-
-
-def _shape(node) -> tuple:
-    val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return tuple(val.shape) if isinstance(val, torch.Tensor) else ()
-
-
-class _Matcher:
-    def __init__(self, captured):
-        self.cap = captured
-        self.members: set = set()
-
-    def op(self, node) -> str:
-        if not isinstance(node, fx.Node) or node.name not in self.cap.node_ids:
-            return ""
-        return self.cap.ops[self.cap.node_ids[node.name]]
-
-    def backward(self, node) -> bool:
-        return bool(self.cap.graph.is_backward[self.cap.node_ids[node.name]])
-
-    def expect(self, cond):
-        if not cond:
-            raise _NoMatch
-
-    def aliases(self, node) -> list:
-        """``node``'s detach/alias views, transitively (taken into the group)."""
-        out, stack = [], [u for u in node.users if self.op(u) in _ALIAS]
-        while stack:
-            u = stack.pop()
-            out.append(u)
-            stack.extend(x for x in u.users if self.op(x) in _ALIAS)
-        self.members.update(out)
-        return out
-
-    def run(self, nll):
-        try:
-            return self._run(nll)
-        except (_NoMatch, IndexError, KeyError, TypeError, ValueError):
-            return None
+class _Matcher(Matcher):
+    """Walks out from one ``nll_loss_forward``; raises NoMatch at the first thing it does not expect."""
 
     def _run(self, nll):
         self.expect(not self.backward(nll))
         ls, labels, weight, reduction, ignore_index = nll.args[:5]
         self.expect(weight is None and reduction in (1, 2) and self.op(ls) == "_log_softmax")
-        self.expect(ls.args[1] in (1, -1) and len(_shape(ls)) == 2)
+        self.expect(ls.args[1] in (1, -1) and len(shape_of(ls)) == 2)
         self.members.update((nll, ls))
         items = {u.args[1]: u for u in nll.users}
         self.expect(set(items) <= {0, 1} and 0 in items and all(u.target is operator.getitem for u in nll.users))
@@ -206,15 +167,14 @@ class _Matcher:
         else:
             self.expect(self.op(logits) == "addmm" and logits.args[3:] == () and not logits.kwargs)
             bias, hidden, weight_t = logits.args[:3]
-            self.expect(len(_shape(bias)) == 1)
+            self.expect(len(shape_of(bias)) == 1)
         self.members.add(logits)
-        N, H = _shape(hidden)
-        self.expect(_shape(weight_t)[0] == H and _shape(ls) == (N, _shape(weight_t)[1]))
-        V = _shape(weight_t)[1]
+        N, H = shape_of(hidden)
+        self.expect(shape_of(weight_t)[0] == H and shape_of(ls) == (N, shape_of(weight_t)[1]))
+        V = shape_of(weight_t)[1]
         # ---- backward: nll_loss_backward → _log_softmax_backward_data → G
-        ls_aliases = self.aliases(ls)
-        readers = [u for u in ls.users if u not in ls_aliases] + [u for a in ls_aliases for u in a.users
-                                                                    if u not in ls_aliases]
+        ls_aliases, readers = through_aliases(self.cap, ls)
+        self.members.update(ls_aliases)
         nll_b = [u for u in readers if self.op(u) == "nll_loss_backward"]
         self.expect(len(nll_b) == 1)
         (main,) = nll_b
@@ -231,7 +191,7 @@ class _Matcher:
         while len(grad.users) == 1 and self.op(next(iter(grad.users))) in _PASS:
             grad = next(iter(grad.users))
             self.members.add(grad)
-        self.expect(_shape(grad) == (N, V))
+        self.expect(shape_of(grad) == (N, V))
         # ---- backward: the readers of the logits' gradient
         exits: dict = {}
         for u in list(grad.users):
@@ -249,7 +209,7 @@ class _Matcher:
                 self.members.add(u)
                 exits["db"] = u
             else:
-                raise _NoMatch
+                raise NoMatch
         self.expect("dh" in exits and ("dw" in exits) != ("dwt" in exits) and ("db" in exits) == (bias is not None))
         self._check_closed(loss, list(exits.values()), main)
         self.expect(self.cap.node_ids[main.name] < self.cap.node_ids[lsb.name]
@@ -263,7 +223,7 @@ class _Matcher:
 
     def _mm_with_transpose(self, mm, other, base, shape):
         """``mm`` whose other operand is ``base`` transposed (taken too when only ``mm`` reads it)."""
-        self.expect(self.op(other) == "t" and other.args[0] is base and _shape(mm) == shape)
+        self.expect(self.op(other) == "t" and other.args[0] is base and shape_of(mm) == shape)
         self.members.add(mm)
         if len(other.users) == 1:
             self.members.add(other)

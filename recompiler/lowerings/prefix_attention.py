@@ -28,6 +28,7 @@ import torch.fx as fx
 from ..graph import VariantOption
 from ..nn import linear_attention  # noqa: F401 - registers the recompiler::causal_prefix_* ops
 from . import Instance
+from .matching import through_aliases
 
 #: Slice lengths offered besides the traced one (those below the sequence length, and L once).
 CHUNK_SIZES = (64, 256, 1024)
@@ -135,14 +136,7 @@ def match(captured, profile) -> list[PrefixAttention]:
         if len(items) != 2 or len(fwd.users) != 2:
             continue
         out, st = items[0], items[1]
-        aliases, readers, stack = [], [], list(st.users)
-        while stack:                     # the state, through the detach aliases autograd puts on it
-            u = stack.pop()
-            if ops[captured.node_ids[u.name]] in ("detach", "alias"):
-                aliases.append(u)
-                stack.extend(u.users)
-            else:
-                readers.append(u)
+        aliases, readers = through_aliases(captured, st)   # the state, through autograd's detach views
         if len(readers) != 1 or ops[captured.node_ids[readers[0].name]] != "causal_prefix_attention_backward":
             continue
         (bwd,) = readers

@@ -29,6 +29,7 @@ import torch
 
 from ..graph import VariantOption
 from . import Instance, chunked_attention
+from .matching import through_aliases
 from .softmax_attention import BACKWARD_KERNELS, CHUNK_SIZES, FORWARD_KERNELS
 
 #: Fused forward op → its backward op (the names :func:`recompiler.frontend.capture.lower` gives them).
@@ -147,14 +148,8 @@ def match(captured, profile) -> list[FusedAttention]:
         aliases = {}                     # detach views autograd puts on saved outputs -> the output
         readers: dict = {}               # output index -> its readers beyond those views
         for k, item in fwd_items.items():
-            stack, readers[k] = list(item.users), []
-            while stack:
-                u = stack.pop()
-                if ops[ids[u.name]] in ("detach", "alias"):
-                    aliases[u] = item
-                    stack.extend(u.users)
-                else:
-                    readers[k].append(u)
+            views, readers[k] = through_aliases(captured, item)
+            aliases.update(dict.fromkeys(views, item))
         bwds = {u for rs in readers.values() for u in rs if ops[ids[u.name]] == FUSED[name]}
         if len(bwds) != 1:
             continue

@@ -49,6 +49,8 @@ import torch.fx as fx
 
 from ..graph import VariantOption
 from . import Instance, chunked_attention, fused_option, split_group  # registers the chunked ops
+from .matching import ALIASES, Matcher, NoMatch, number, op_name
+from .matching import shape as shape_of
 
 #: Query-chunk sizes offered (those below the query length, and the whole length once).
 CHUNK_SIZES = (32, 128, 512)
@@ -57,7 +59,6 @@ FORWARD_KERNELS = 10
 BACKWARD_KERNELS = 18
 
 _PASS = {"view", "_unsafe_view", "reshape", "expand", "clone", "_to_copy", "alias", "contiguous"}
-_SAVED_ALIAS = {"detach", "alias"}
 _MASKED_FILL = {"masked_fill.Scalar", "masked_fill.Tensor"}
 _SCALES = {"mul.Tensor", "mul.Scalar", "div.Tensor", "div.Scalar"}
 
@@ -168,52 +169,20 @@ def match(captured, profile) -> list[SoftmaxAttention]:
     entry = next(e for e in LOWERINGS if e.match is match)
     found = []
     for node in captured.fx_nodes:
-        if _op(captured, node) in ("_softmax", "_safe_softmax"):
+        if op_name(captured, node) in ("_softmax", "_safe_softmax"):
             parts = _Matcher(captured).run(node)
             if parts is not None:
                 found.append(SoftmaxAttention(entry, captured, profile, parts))
     return found
 
 
-def _op(captured, node) -> str:
-    i = captured.node_ids.get(node.name) if isinstance(node, fx.Node) else None
-    return captured.ops[i] if i is not None else ""
-
-
-def _shape(node) -> tuple:
-    val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return tuple(val.shape) if isinstance(val, torch.Tensor) else ()
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-class _NoMatch(Exception):
-    pass
-
-
-class _Matcher:
-    """Walks out from one softmax node; raises _NoMatch at the first thing it does not expect."""
-
-    def __init__(self, captured):
-        self.cap = captured
-        self.members: set = set()
-
-    def op(self, node) -> str:
-        return _op(self.cap, node)
-
-    def backward(self, node) -> bool:
-        return bool(self.cap.graph.is_backward[self.cap.node_ids[node.name]])
-
-    def expect(self, cond: bool):
-        if not cond:
-            raise _NoMatch
+class _Matcher(Matcher):
+    """Walks out from one softmax node; raises NoMatch at the first thing it does not expect."""
 
     def passthrough(self, node) -> bool:
         name = self.op(node)
         if name == "expand":
-            return _shape(node) == _shape(node.args[0])
+            return shape_of(node) == shape_of(node.args[0])
         return name in _PASS
 
     def up(self, node):
@@ -228,7 +197,8 @@ class _Matcher:
         ops; saved aliases are taken too. Readers in the backward are checked when the group is closed."""
         part = self.backward(node)
         while True:
-            users = [u for u in node.users if not self.take_alias(u) and self.backward(u) == part]
+            aliases = self.aliases(node)
+            users = [u for u in node.users if u not in aliases and self.backward(u) == part]
             self.expect(len(users) == 1)
             (nxt,) = users
             if not self.passthrough(nxt):
@@ -236,34 +206,19 @@ class _Matcher:
             self.members.add(nxt)
             node = nxt
 
-    def take_alias(self, node) -> bool:
-        """``detach`` of an activation for the backward: a member, with its own alias chain."""
-        if self.op(node) not in _SAVED_ALIAS:
-            return False
-        self.members.add(node)
-        for u in list(node.users):
-            self.take_alias(u)
-        return True
-
     def transpose_of(self, node, base) -> bool:
         """``node`` is ``base`` (3-d) with its last two dims swapped (a transpose view)."""
         if self.op(node) != "transpose.int" or node.args[0] is not base:
             return False
         if {int(d) % 3 for d in node.args[1:3]} != {1, 2}:
             return False
-        shape = _shape(base)
-        return _shape(node) == shape[:-2] + (shape[-1], shape[-2])
-
-    def run(self, softmax):
-        try:
-            return self._run(softmax)
-        except (_NoMatch, IndexError, KeyError, TypeError):
-            return None
+        shape = shape_of(base)
+        return shape_of(node) == shape[:-2] + (shape[-1], shape[-2])
 
     def _run(self, softmax):
         cap = self.cap
         self.expect(not self.backward(softmax))
-        shape = _shape(softmax)
+        shape = shape_of(softmax)
         self.expect(3 <= len(shape) <= 4 and softmax.args[1] in (-1, len(shape) - 1))
         parts: dict = {"softmax": softmax, "mask": None, "mask_kind": None, "fill": None, "scale": 1.0,
                        "seed": None, "dropout_p": 0.0}
@@ -285,7 +240,7 @@ class _Matcher:
 
             self.expect(rng.original_op(y.target) is not None)   # pinned dropout keeps its own mask
             seed, _, p, train = y.args[:4]
-            self.expect(bool(train) and _number(p))
+            self.expect(bool(train) and number(p))
             parts.update(seed=seed, dropout_p=float(p))
             dropout = y
             self.members.add(y)
@@ -322,7 +277,7 @@ class _Matcher:
         self.expect(self.op(sb) == "_softmax_backward_data")
         saved = sb.args[1]
         while saved is not softmax:
-            self.expect(saved in self.members and self.op(saved) in _SAVED_ALIAS)
+            self.expect(saved in self.members and self.op(saved) in ALIASES)
             saved = saved.args[0]
         self.members.add(sb)
         # ---- backward: mask and scale backward → dS → dq, dkᵀ
@@ -417,7 +372,7 @@ class _Matcher:
     def _scale_op(self, x, parts):
         name = self.op(x)
         parts["scale_op"] = None
-        if name in _SCALES and isinstance(x.args[0], fx.Node) and _number(x.args[1]):
+        if name in _SCALES and isinstance(x.args[0], fx.Node) and number(x.args[1]):
             value = float(x.args[1])
             self.expect(value != 0.0)
             parts.update(scale=value if name.startswith("mul") else 1.0 / value, scale_op=name,
@@ -440,7 +395,7 @@ class _Matcher:
 
     def _minus_inf(self, fill) -> bool:
         value = self._fill_value(fill)
-        return isinstance(fill, fx.Node) or (_number(value) and (value == float("-inf") or value <= -1e30))
+        return isinstance(fill, fx.Node) or (number(value) and (value == float("-inf") or value <= -1e30))
 
     def _fill_value(self, fill):
         if isinstance(fill, fx.Node):
@@ -448,14 +403,14 @@ class _Matcher:
             name = self.op(fill)
             args = fill.args
             value = args[0] if name == "scalar_tensor" else args[1] if name == "full" and len(args) > 1 else None
-            self.expect(_number(value) and (value == float("-inf") or value <= -1e30))
+            self.expect(number(value) and (value == float("-inf") or value <= -1e30))
             if len(fill.users) == 1:
                 self.members.add(fill)   # the rewrite passes a boolean mask: the fill is not needed
             return fill
         return fill
 
     def _shapes(self, parts, shape):
-        qs, kts, vs = _shape(parts["q"]), _shape(parts["kt"]), _shape(parts["v"])
+        qs, kts, vs = shape_of(parts["q"]), shape_of(parts["kt"]), shape_of(parts["v"])
         self.expect(len(qs) == 3 and len(kts) == 3 and len(vs) == 3)
         batch = shape[:-2]
         b4 = (1,) * (2 - len(batch)) + tuple(batch)
@@ -467,11 +422,11 @@ class _Matcher:
         parts.update(batch_shape=b4, batch=math.prod(b4), q_len=L, k_len=S, head_dim=qs[2], v_dim=vs[2],
                      dtype=val.dtype)
         if parts["mask"] is not None:
-            ms = _shape(parts["mask"])
+            ms = shape_of(parts["mask"])
             try:
                 torch.broadcast_shapes(ms, tuple(shape))
             except RuntimeError:
-                raise _NoMatch from None
+                raise NoMatch from None
             self.expect(len(ms) <= 4)
 
     def _check_closed(self, parts):
@@ -500,4 +455,4 @@ def _is_bool(node) -> bool:
 
 
 def _zero(x) -> bool:
-    return _number(x) and float(x) == 0.0
+    return number(x) and float(x) == 0.0

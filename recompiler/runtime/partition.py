@@ -215,6 +215,7 @@ class Emitter:
 
     ``arg(x)`` is the occurrence of the joint node ``x`` to read now; ``call(target, *args)``
     appends a call (its fake value computed, so the extractor and later passes see shapes);
+    ``like(x, node)`` gives ``x`` the strides of the node it replaces.
     """
 
     def __init__(self, rebuilder: "_Rebuilder", node: fx.Node, backward_part: bool):
