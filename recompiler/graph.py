@@ -88,6 +88,10 @@ class CostGraph:
     variant_groups: list[VariantGroup] = field(default_factory=list)
     fixed_memory: int = 0
     name: str = "graph"
+    #: The schedule the step runs without recompiler under its compiler (inductor's default
+    #: partition, which recomputes fused pointwise ops); None: store-all. Percent budgets,
+    #: ``baseline_peak_bytes`` and overheads are relative to it (:func:`recompiler.simulate.baseline`).
+    reference: list[int] | None = None
 
     def __post_init__(self):
         n = len(self.names)
@@ -105,6 +109,8 @@ class CostGraph:
         self.is_output = _as_bool(self.is_output, n, "is_output")
         self.fixed_memory = int(self.fixed_memory)
         self.variant_groups = [_as_group(g) for g in self.variant_groups]
+        if self.reference is not None:
+            self.reference = [int(v) for v in self.reference]
         self._validate()
 
     # ----------------------------------------------------------------- checks

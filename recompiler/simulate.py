@@ -119,5 +119,12 @@ def simulate(graph: CostGraph, schedule: Sequence[int], variant: Sequence[int] |
 
 
 def baseline(graph: CostGraph) -> SimResult:
-    """The store-everything schedule, simulated: the reference for ``--budget N%``."""
+    """The step as it runs without recompiler, simulated: the reference for ``--budget N%``.
+
+    That is ``graph.reference`` when set (inductor's default partition), else store-all.
+    """
+    if graph.reference is not None:
+        res = simulate(graph, graph.reference)
+        if res.valid:
+            return res
     return simulate(graph, graph.baseline_schedule())

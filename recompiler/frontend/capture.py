@@ -89,6 +89,10 @@ class Captured:
     random_ops: list[int] = field(default_factory=list)
     #: One :class:`~recompiler.lowerings.Instance` per variant group of ``graph``, in group order.
     lowerings: list = field(default_factory=list)
+    #: ``"eager"`` (the fx graphs run node by node) or ``"inductor"`` (fused: :mod:`.fusion`).
+    compiler: str = "eager"
+    #: Per node: inductor inlines it into its readers (no memory of its own); all False under eager.
+    inlined: list = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
@@ -114,6 +118,7 @@ class Captured:
             "device_profile": "profiled" if self.profiled else self.device_profile,
             "rng": self.rng,
             "variant_groups": [g.name for g in self.graph.variant_groups],
+            "compiler": self.compiler,
         }
 
 
@@ -172,7 +177,7 @@ def _split_inputs(example_inputs):
 # --------------------------------------------------------------------------- capture
 def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_profile: str = "cpu",
             profile: bool = False, name: str | None = None, profile_runs: int = 5,
-            rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True) -> Captured:
+            rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True, compiler: str = "eager") -> Captured:
     """Trace one training step of ``model`` on ``example_inputs`` and lower it to a CostGraph.
 
     ``example_inputs`` is a tensor, a tuple of positional args, or a dict of keyword args.
@@ -180,6 +185,10 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
     roofline profile in :data:`costs.PROFILES`; ``profile=True`` times every node here instead.
     ``rng`` is ``"replay"`` (random ops recomputable, :mod:`.rng`) or ``"pin"`` (computed once).
     ``lowerings=False`` leaves out the variant groups of :mod:`recompiler.lowerings`.
+    ``compiler="inductor"`` captures the joint graph inductor's partitioner receives (after its
+    decompositions and joint-graph passes) and costs it as inductor fuses it (:mod:`.fusion`),
+    with the default partitioner's schedule as the graph's reference; ``"eager"`` the graph
+    ``aot_eager`` partitions, run node by node, with store-all as reference.
     Raises :class:`~recompiler.errors.CaptureError` when the step cannot be traced as one graph.
     """
     import torch._dynamo
@@ -188,6 +197,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
 
     prof = costs.get_profile(device_profile)
     rng_ops.check_rng_mode(rng)
+    check_compiler(compiler)
     args, kwargs = _split_inputs(example_inputs)
     wrapper = _WithLoss(model, loss_fn or default_loss)
     record: dict = {}
@@ -202,6 +212,9 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
     def backend(gm, example):
         record["input_names"] = [n.name for n in gm.graph.find_nodes(op="placeholder")]
         record["flat_inputs"] = list(example)
+        if compiler == "inductor":
+            with inductor_partitioner(partition):
+                return compile_inductor(gm, example)
         return aot_autograd(fw_compiler=forward_only, bw_compiler=forward_only, partition_fn=partition,
                             keep_inference_input_mutations=True)(gm, example)
 
@@ -222,7 +235,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
         raise CaptureError("the model's training step produced no joint graph")
     cap = lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
                 name=name or type(model).__name__, input_names=record.get("input_names", []),
-                profile_runs=profile_runs, rng=rng, lowerings=lowerings)
+                profile_runs=profile_runs, rng=rng, lowerings=lowerings, compiler=compiler)
     cap.flat_inputs = record.get("flat_inputs", [])
     return cap
 
@@ -359,7 +372,7 @@ def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
 
 def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.DeviceProfile | str = "cpu",
           timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5,
-          rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True) -> Captured:
+          rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True, compiler: str = "eager") -> Captured:
     """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`.
 
     With ``lowerings`` every instance the registry (:mod:`recompiler.lowerings`) finds becomes a
@@ -369,6 +382,7 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     (:func:`.rng.make_replayable`), so the graph the runtime later partitions is the one planned.
     """
     prof = costs.get_profile(profile)
+    check_compiler(compiler)
     if rng_ops.check_rng_mode(rng) == "replay":
         rng_ops.make_replayable(joint)
     nodes = ordered_nodes(joint)
@@ -457,6 +471,18 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
             deps[i] = sorted(set(deps[i]) | fwd_outputs)
 
     is_backward = _backward_nodes(nodes, ids)
+    inlined = [False] * n
+    if compiler == "inductor":
+        from . import fusion
+
+        inlined = fusion.inlined_nodes(nodes, kinds, is_backward, set(np.flatnonzero(is_output).tolist()))
+        for i, node in enumerate(nodes):
+            if kinds[i] == "op":
+                if inlined[i]:
+                    memory[i] = costs.workspace_bytes(node)
+                if not timed and (fusion.is_pointwise(node) or fusion.is_reduction(node)):
+                    compute[i] = fusion.fused_seconds(node, inlined[i], [inlined[ids[a]] for a in node.all_input_nodes],
+                                                      prof, int(flops[i]))
     graph = CostGraph(names=[x.name for x in nodes], deps=deps, compute=compute, memory=memory,
                       is_backward=is_backward, is_input=is_input, pinned=pinned, is_output=is_output,
                       name=name)
@@ -464,14 +490,59 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
                    node_ids={x.name: i for i, x in enumerate(nodes)},
                    module_paths=[module_path(x) for x in nodes], ops=[_op_name(x) for x in nodes],
                    flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed,
-                   rng=rng, random_ops=rng_ops.random_nodes(nodes))
+                   rng=rng, random_ops=rng_ops.random_nodes(nodes), compiler=compiler, inlined=inlined)
     if lowerings:
         from .. import lowerings as registry
 
         cap.lowerings = registry.find_instances(cap, prof)
         if cap.lowerings:
             cap.graph = registry.attach(graph, cap, cap.lowerings)
+    if compiler == "inductor":
+        from .torch_knapsack import reference_schedule
+
+        # the percentages of a budget are of what inductor's own partition of this graph uses
+        cap.graph.reference = reference_schedule(cap)
     return cap
+
+
+COMPILERS = ("inductor", "eager")
+
+
+def check_compiler(value) -> str:
+    """``value`` if it names a compiler the planned graphs can be compiled with, else a one-line error."""
+    if value not in COMPILERS:
+        raise CaptureError(f"unknown compiler {value!r}: use inductor (fused kernels) or eager (fx graphs run "
+                           "node by node)")
+    return value
+
+
+def compile_inductor(gm, example_inputs):
+    """Inductor's ``compile_fx`` with its caches off, so the partitioner runs on every compile."""
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+    from torch._inductor.compile_fx import compile_fx
+
+    with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
+        return compile_fx(gm, example_inputs)
+
+
+def inductor_partitioner(fn):
+    """``torch._inductor.config.patch(custom_partitioner_fn=...)`` calling ``fn(joint, inputs, num_fwd_outputs=)``.
+
+    Inductor calls it on the joint graph after its own joint-graph passes; ``uuid()`` is None, so
+    inductor never serves a cached partition made for another plan.
+    """
+    import torch._inductor.config as iconfig
+    from torch._inductor.custom_graph_pass import CustomPartitionerFn
+
+    class RecompilerPartitioner(CustomPartitionerFn):
+        def __call__(self, gm, joint_inputs, **kwargs):
+            return fn(gm, joint_inputs, **kwargs)
+
+        def uuid(self):
+            return None
+
+    return iconfig.patch(custom_partitioner_fn=RecompilerPartitioner())
 
 
 def reachable_floor(graph: CostGraph, variant=None) -> int:

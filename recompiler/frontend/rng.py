@@ -200,6 +200,19 @@ def seeded_by_inputs(node: fx.Node) -> bool:
     return schema is not None and any(a.name == "philox_seed" for a in schema.arguments)
 
 
+def _inductor_seeds():
+    try:
+        import torch._inductor.inductor_prims  # noqa: F401 - defines prims.inductor_seeds
+
+        return torch.ops.prims.inductor_seeds.default
+    except (ImportError, AttributeError):
+        return None
+
+
+_INDUCTOR_SEEDS = _inductor_seeds()
+_INDUCTOR_RANDOM = torch.ops.prims.inductor_random.default if _INDUCTOR_SEEDS is not None else None
+
+
 def replayable(node: fx.Node) -> bool:
     """A random op the rewrite can replay: functional (no mutation, no alias) and not handed a Generator."""
     from .capture import is_random
@@ -207,6 +220,10 @@ def replayable(node: fx.Node) -> bool:
     if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
         return False
     if node.target is DRAW_SEED or node.target in _ORIGINAL or not is_random(node) or seeded_by_inputs(node):
+        return False
+    if _INDUCTOR_SEEDS is not None and node.target is _INDUCTOR_SEEDS:
+        # inductor's one draw of every seed of the step: pinned, it is what our draw_seed is; the
+        # inductor_random ops it feeds are pure functions of their seed, recomputable as they are
         return False
     schema = node.target._schema
     if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
@@ -250,5 +267,7 @@ def _seed_value(node: fx.Node):
 
 
 def random_nodes(nodes) -> list[int]:
-    """Positions of the replayed random ops among ``nodes`` (fx nodes)."""
-    return [i for i, n in enumerate(nodes) if n.op == "call_function" and n.target in _ORIGINAL]
+    """Positions of the replayed random ops among ``nodes`` (fx nodes), inductor's seeded
+    ``inductor_random`` included (a pure function of its seed, replayed the same way)."""
+    return [i for i, n in enumerate(nodes)
+            if n.op == "call_function" and (n.target in _ORIGINAL or n.target is _INDUCTOR_RANDOM)]

@@ -62,7 +62,11 @@ def _copy_joint(joint):
 
 
 def partition(captured, memory_budget: float):
-    """PyTorch's ``(fw_module, bw_module)`` for ``captured.joint`` at ``activation_memory_budget``."""
+    """PyTorch's ``(fw_module, bw_module)`` for ``captured.joint`` at ``activation_memory_budget``.
+
+    For a graph captured for inductor the partitioner runs as inductor calls it
+    (``compiler="inductor"``: fusible ops are cheap to recompute).
+    """
     import torch._functorch.config as fconfig  # noqa: F401 - import explicitly before reading its options
     from torch._functorch.partitioners import min_cut_rematerialization_partition
 
@@ -70,7 +74,8 @@ def partition(captured, memory_budget: float):
     with fconfig.patch(activation_memory_budget=float(memory_budget), cse=False,
                        activation_memory_budget_solver="dp"):
         try:
-            return min_cut_rematerialization_partition(joint, None, num_fwd_outputs=captured.num_fwd_outputs)
+            return min_cut_rematerialization_partition(joint, None, num_fwd_outputs=captured.num_fwd_outputs,
+                                                       compiler=getattr(captured, "compiler", "eager"))
         except Exception as e:  # noqa: BLE001 - PyTorch internals: report in one line
             msg = next((s for s in str(e).splitlines() if s.strip()), "")
             raise TorchPartitionError(f"PyTorch's partitioner failed: {type(e).__name__}: {msg}") from e
@@ -118,6 +123,17 @@ def _place_missing(g, sched: list[int]) -> list[int]:
         out.append(v)
         out.extend(after.get(t, []))
     return out
+
+
+def reference_schedule(captured) -> list[int]:
+    """The schedule of PyTorch's default partition (``activation_memory_budget`` 1.0) of ``captured``:
+    what the step runs without recompiler under inductor (:attr:`CostGraph.reference`)."""
+    fw, bw = partition(captured, 1.0)
+    sched = schedule_from_modules(captured, fw, bw)
+    res = simulate(captured.graph, sched)
+    if not res.valid:
+        raise TorchPartitionError(f"PyTorch's default partition maps to an invalid schedule: {res.reason}")
+    return sched
 
 
 @dataclass(eq=False)

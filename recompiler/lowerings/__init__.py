@@ -139,7 +139,7 @@ def attach(graph: CostGraph, captured, instances: list[Instance]) -> CostGraph:
     return CostGraph(names=graph.names, deps=graph.deps, compute=graph.compute, memory=graph.memory,
                      is_backward=graph.is_backward, is_input=graph.is_input, pinned=graph.pinned,
                      is_output=graph.is_output, variant_groups=groups, fixed_memory=graph.fixed_memory,
-                     name=graph.name)
+                     name=graph.name, reference=graph.reference)
 
 
 def rewrites(instances: list[Instance], variant) -> dict:

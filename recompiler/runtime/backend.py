@@ -13,6 +13,15 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
                    ``rng`` mode and lowerings apply)
 ``lowerings``      ``True`` (default): the solver may pick the registry's alternative lowerings
                    (``recompiler.lowerings``: chunked attention); ``False``: every node as traced
+``compiler``       ``"inductor"`` (default): the planned forward and backward are compiled by inductor,
+                   which plans the graph its partitioner receives (after its joint-graph passes),
+                   costed as inductor fuses it; ``"eager"``: the fx graphs run node by node (for
+                   debugging and bit-exact comparisons with eager PyTorch)
+
+**What a percentage means.** ``"50%"`` is half of what the step would use without
+recompiler under the same compiler: under inductor, inductor's own default partition
+(which already recomputes fused pointwise ops in the backward); under eager, AOTAutograd's
+store-all partition. At a budget the default partition meets, the plan *is* that partition.
 
 **Graph breaks.** When dynamo splits the model into several graphs, each is planned on
 its own. A percentage budget applies to each graph's own baseline, so the whole step
@@ -44,6 +53,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
 from ..errors import RecompilerError, SolverOptionError
+from ..frontend.capture import check_compiler, compile_inductor, inductor_partitioner
 from ..frontend.rng import DEFAULT_RNG, check_rng_mode
 from ..plan import Plan, load_plan
 from .partition import PlanMismatch, partition_with_schedule
@@ -75,6 +85,8 @@ class BackendOptions:
     """Offer the solver the alternative lowerings of :mod:`recompiler.lowerings`."""
     variants: tuple | None = None
     """Internal (``check_step``'s reference): per graph, the variant to run with the store-all schedule."""
+    compiler: str = "inductor"
+    """``"inductor"``: compile the planned graphs with inductor; ``"eager"``: run them node by node."""
 
     @classmethod
     def from_dict(cls, options: dict | None) -> "BackendOptions":
@@ -86,6 +98,8 @@ class BackendOptions:
         check_rng_mode(options.get("rng", cls.rng))
         if not isinstance(options.get("lowerings", True), bool):
             raise SolverOptionError(f"the backend option lowerings is True or False, not {options['lowerings']!r}")
+        if options.get("compiler", cls.compiler) not in ("inductor", "eager"):
+            raise SolverOptionError(f"the backend option compiler is inductor or eager, not {options['compiler']!r}")
         return cls(**options)
 
 
@@ -110,6 +124,8 @@ class Session:
 
     options: BackendOptions
     graphs: list[CompiledGraphRecord] = field(default_factory=list)
+    compiler: str = "inductor"
+    """What the planned graphs are compiled with (a saved plan's own compiler, else the option)."""
 
 
 # The records of the most recent backend instance, for `recompile check` and tests.
@@ -174,8 +190,13 @@ def _solve_for(session: Session, captured) -> Plan:
         from ..plan import make_plan
 
         variant = list(opts.variants[len(session.graphs)])
-        return make_plan(captured.graph, captured.graph.baseline_schedule(), solver="store-all",
-                         budget_bytes=captured.graph.floor(), variant=variant)
+        from ..simulate import simulate
+
+        schedule = captured.graph.reference
+        if schedule is None or not simulate(captured.graph, schedule, variant).valid:
+            schedule = captured.graph.baseline_schedule()
+        return make_plan(captured.graph, schedule, solver="store-all", budget_bytes=captured.graph.floor(),
+                         variant=variant)
     if not isinstance(opts.budget, str) and session.graphs:
         warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
                       "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
@@ -196,7 +217,8 @@ def _partition_fn(session: Session):
         lowerings = (bool(saved_plan.stats.get("variant_groups")) if saved_plan is not None
                      else session.options.lowerings)
         captured = lower(joint, num_fwd_outputs, profile=session.options.device_profile,
-                         name=f"graph{len(session.graphs)}", rng=rng, lowerings=lowerings)
+                         name=f"graph{len(session.graphs)}", rng=rng, lowerings=lowerings,
+                         compiler=session.compiler)
         if saved_plan is not None:
             plan = _check_fits(saved_plan, session.options.plan, captured)
         else:
@@ -204,6 +226,7 @@ def _partition_fn(session: Session):
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
         plan.stats.setdefault("rng", rng)
         plan.stats.setdefault("variant_groups", [g.name for g in captured.graph.variant_groups])
+        plan.stats.setdefault("compiler", session.compiler)
         chosen = registry.chosen(captured.graph, captured.lowerings, plan.variant)
         plan.lowerings = chosen
         part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
@@ -222,13 +245,22 @@ def make_backend(options: dict | BackendOptions | None = None):
     """A fresh backend callable (with its own :class:`Session`) for ``torch.compile(backend=...)``."""
     global LAST_SESSION
     opts = options if isinstance(options, BackendOptions) else BackendOptions.from_dict(options)
-    session = Session(opts)
+    session = Session(opts, compiler=opts.compiler)
+    if opts.plan:
+        # a saved plan was made on the graph its own compiler partitions (older plans: eager)
+        session.compiler = check_compiler(load_plan(opts.plan).stats.get("compiler", "eager"))
     LAST_SESSION = session
-    inner = aot_autograd(fw_compiler=boxed_nop, bw_compiler=boxed_nop, partition_fn=_partition_fn(session),
-                         keep_inference_input_mutations=True)
+    partition = _partition_fn(session)
+    if session.compiler == "inductor":
+        def backend(gm, example_inputs, **_):
+            with inductor_partitioner(partition):
+                return compile_inductor(gm, example_inputs)
+    else:
+        inner = aot_autograd(fw_compiler=boxed_nop, bw_compiler=boxed_nop, partition_fn=partition,
+                             keep_inference_input_mutations=True)
 
-    def backend(gm, example_inputs, **_):
-        return inner(gm, example_inputs)
+        def backend(gm, example_inputs, **_):
+            return inner(gm, example_inputs)
 
     backend.session = session
     return backend

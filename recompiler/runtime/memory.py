@@ -1,7 +1,9 @@
 """Measure the peak of live tensor bytes during a training step.
 
-On CPU torch keeps no memory statistics, so :class:`LiveTensorTracker` (a
-TorchDispatchMode) counts every tensor storage an op allocates and puts a
+On CPU torch keeps no memory statistics. :class:`ProfilerTracker` replays the allocator's
+``[memory]`` events that ``torch.profiler`` records (every allocation and free, inductor's
+own buffers included): what ``measure_peak(..., method="profiler")`` uses for compiled
+graphs. :class:`LiveTensorTracker` (a TorchDispatchMode, the default for eager runs) counts every tensor storage an op allocates and puts a
 ``weakref.finalize`` on it, so the count drops the moment the storage dies. Inside the
 ``recompiler::`` custom ops (Python over aten ops) it counts every allocation, temporaries
 included; inside aten kernels it sees only their outputs. On
@@ -107,12 +109,56 @@ def _has_storage(t: torch.Tensor) -> bool:
         return False
 
 
-def measure_peak(step: Callable[[], object], *, device: str | torch.device = "cpu") -> MemoryReport:
+class ProfilerTracker:
+    """Peak and end bytes of CPU allocations during the ``with`` block, from ``torch.profiler``'s
+    memory events (allocations minus frees, in time order). Sees every allocation the CPU
+    allocator makes — inductor's buffers, kernels' temporaries — which the dispatch mode cannot.
+
+    >>> with ProfilerTracker() as t:
+    ...     y = torch.ones(1 << 20) * 2
+    >>> t.peak >= 4 << 20
+    True
+    """
+
+    def __init__(self):
+        self.peak = 0
+        self.live = 0
+        self._prof = None
+
+    def __enter__(self):
+        import logging
+        import os
+
+        from torch.profiler import ProfilerActivity, profile
+
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's start/stop lines are noise on stderr
+        logging.getLogger("torch.profiler").setLevel(logging.ERROR)
+        self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False)
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._prof.__exit__(*exc)
+        events = [(e.start_ns(), e.nbytes()) for e in self._prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU]
+        live = peak = 0
+        for _, nbytes in sorted(events):
+            live += nbytes
+            peak = max(peak, live)
+        self.peak, self.live = peak, live
+        return False
+
+
+def measure_peak(step: Callable[[], object], *, device: str | torch.device = "cpu",
+                 method: str = "dispatch") -> MemoryReport:
     """Run ``step()`` once and report the peak of the tensor bytes it allocated.
 
-    CPU: counted by :class:`LiveTensorTracker`. CUDA: ``torch.cuda.max_memory_allocated``
+    CPU: counted by :class:`LiveTensorTracker` (``method="dispatch"``) or :class:`ProfilerTracker`
+    (``method="profiler"``: needed for inductor-compiled steps). CUDA: ``torch.cuda.max_memory_allocated``
     minus what was allocated before the step.
     """
+    if method not in ("dispatch", "profiler"):
+        raise ValueError(f"method is dispatch or profiler, not {method!r}")
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -122,7 +168,7 @@ def measure_peak(step: Callable[[], object], *, device: str | torch.device = "cp
         torch.cuda.synchronize(device)
         return MemoryReport(torch.cuda.max_memory_allocated(device) - before,
                             torch.cuda.memory_allocated(device) - before, "cuda")
-    tracker = LiveTensorTracker()
+    tracker = LiveTensorTracker() if method == "dispatch" else ProfilerTracker()
     with tracker:
         step()
-    return MemoryReport(tracker.peak, tracker.live, "cpu")
+    return MemoryReport(tracker.peak, tracker.live, "cpu" if method == "dispatch" else "cpu-profiler")

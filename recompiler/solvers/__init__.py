@@ -79,6 +79,11 @@ def solve(graph: CostGraph, budget: str | int, solver: str | None = None, *, see
                                 f"its options: {', '.join(accepted) or 'none'}")
     base = baseline(graph)
     budget_bytes = parse_budget(budget, baseline_peak=base.peak_bytes) if isinstance(budget, str) else int(budget)
+    if graph.reference is not None and budget_bytes >= base.peak_bytes:
+        # The step as its compiler runs it (inductor's own partition) already fits: that is the plan.
+        return make_plan(graph, graph.reference, solver=name, budget_bytes=budget_bytes,
+                         stats={"local_bound_bytes": graph.local_bound(), "floor_bytes": graph.floor(),
+                                "reference": True})
     common = {"seed": seed, "time_limit": time_limit, "allow_approx": allow_approx}
     kwargs = {k: v for k, v in common.items() if k in params} | options
     start = time.perf_counter()
