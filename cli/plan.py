@@ -28,7 +28,11 @@ MAX_MODULE_ROWS = 25
                    "pin: computed once, on eager's RNG stream.")
 @click.option("--no-lowerings", is_flag=True,
               help="Plan recomputation only: offer the solver no alternative lowering (chunked attention).")
-def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings):
+@click.option("--compiler", default="inductor", show_default=True,
+              help="What will compile the planned graphs: inductor (fused; percentages are of inductor's own "
+                   "step) or eager (fx graphs run node by node; percentages of store-all).")
+def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings,
+                 compiler):
     """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
 
     MODEL_FILE defines build() -> (model, example_inputs), or module-level `model` and
@@ -44,6 +48,9 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         from recompiler.frontend.rng import check_rng_mode
 
         check_rng_mode(rng)                     # and an unknown --rng
+        from recompiler.frontend.capture import check_compiler
+
+        check_compiler(compiler)                # and an unknown --compiler
 
         from recompiler.frontend.capture import capture
         from recompiler.frontend.modelfile import load_model_file
@@ -55,7 +62,8 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
             spec = load_model_file(model_file)
         with status(f"capturing the training step of {spec.name}" + (" and timing every node" if timed else "")):
             cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, device_profile=device_profile,
-                          profile=timed, name=spec.name, rng=rng, lowerings=not no_lowerings)
+                          profile=timed, name=spec.name, rng=rng, lowerings=not no_lowerings,
+                          compiler=compiler)
         capture_seconds = time.perf_counter() - start
         graph = cap.graph
         budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
@@ -66,7 +74,13 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         # spend its whole time limit on the impossible; the plan still records the user's budget.
         target = max(budget_bytes, floor)
         with status(f"solving {graph.name} ({graph.n} nodes)"):
-            plan = solve(graph, target, solver, seed=seed, time_limit=time_limit)
+            if compiler == "inductor":
+                from recompiler.frontend.fusion import solve_fused
+
+                plan = solve_fused(cap, target, solver, seed=seed, time_limit=time_limit)
+                graph = cap.graph  # the fusion rounds may have charged nodes the plan saves
+            else:
+                plan = solve(graph, target, solver, seed=seed, time_limit=time_limit)
         if target != budget_bytes:
             plan.stats["solved_for_bytes"] = target
             plan.budget_bytes, plan.feasible = budget_bytes, plan.peak_bytes <= budget_bytes
@@ -108,8 +122,10 @@ def _summary(cap, plan, capture_seconds: float):
     t.add_column(justify="right")
     t.add_row("nodes", f"{g.n} ({int(g.is_input.sum())} inputs, {int((g.is_backward & ~g.is_input).sum())} backward, "
                        f"{int(g.pinned.sum())} pinned)")
-    t.add_row("cost model", "profiled on this machine" if cap.profiled else f"roofline, {cap.device_profile}")
-    t.add_row("baseline peak", format_bytes(plan.baseline_peak_bytes))
+    t.add_row("cost model", ("profiled on this machine" if cap.profiled else f"roofline, {cap.device_profile}")
+              + (", inductor fusion" if cap.compiler == "inductor" else ", eager (no fusion)"))
+    t.add_row("baseline peak", format_bytes(plan.baseline_peak_bytes)
+              + (" (inductor's own partition)" if cap.compiler == "inductor" else " (store-all)"))
     t.add_row("budget", format_bytes(plan.budget_bytes))
     colour = "green" if plan.feasible else "red"
     t.add_row("planned peak", f"[{colour}]{format_bytes(plan.peak_bytes)}[/] ({100 * plan.peak_fraction:.1f}% of baseline)")

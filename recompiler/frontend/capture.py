@@ -500,8 +500,11 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     if compiler == "inductor":
         from .torch_knapsack import reference_schedule
 
+        from .fusion import charge, saved_inlined
+
         # the percentages of a budget are of what inductor's own partition of this graph uses
         cap.graph.reference = reference_schedule(cap)
+        charge(cap, saved_inlined(cap, cap.graph.reference))  # what it saves is a buffer
     return cap
 
 

@@ -122,3 +122,85 @@ def fused_seconds(node: torch.fx.Node, inlined: bool, input_inlined, profile: co
     written = 0 if inlined else costs.tensor_bytes(node.meta.get("val"))
     seconds = max(flops / profile.peak(costs._dtype_name(node.meta.get("val"))), (read + written) / profile.bandwidth)
     return seconds + (0.0 if inlined else profile.launch_overhead)
+
+
+def reads_tangents(captured) -> list[bool]:
+    """Per node: it depends on a tangent, so it can only run in the backward graph."""
+    out: list[bool] = []
+    ids = captured.node_ids
+    for x in captured.fx_nodes:
+        tangent = x.op == "placeholder" and x.name.startswith("tangents")
+        out.append(tangent or (x.op != "placeholder" and any(out[ids[a.name]] for a in x.all_input_nodes)))
+    return out
+
+
+def saved_inlined(captured, schedule, variant=None) -> list[int]:
+    """Inlined nodes that ``schedule`` computes in the forward graph and reads in the backward.
+
+    A value saved for the backward is a buffer, so the static model's "no memory" is wrong for
+    them under this schedule: :func:`solve_fused` charges them and solves again.
+    """
+    graph = captured.graph
+    if not any(captured.inlined):
+        return []
+    deps = graph.resolve(variant).deps
+    tangent = reads_tangents(captured)
+    split = next((t for t, v in enumerate(schedule) if tangent[v]), len(schedule))
+    latest: dict[int, int] = {}
+    leaks: set[int] = set()
+    for t, v in enumerate(schedule):
+        if t >= split:
+            for d in deps[v]:
+                if captured.inlined[d] and latest.get(d, split) < split:
+                    leaks.add(d)
+        latest[v] = t
+    return sorted(leaks)
+
+
+def charge(captured, nodes) -> None:
+    """Give ``nodes`` their bytes back (they are buffers after all): ``captured.graph`` is replaced."""
+    import dataclasses
+
+    if not nodes:
+        return
+    memory = captured.graph.memory.copy()
+    for i in nodes:
+        captured.inlined[i] = False
+        memory[i] = costs.tensor_bytes(captured.fx_nodes[i].meta.get("val"))
+    # a new CostGraph: a graph is immutable once built (its native copy is cached on it)
+    captured.graph = dataclasses.replace(captured.graph, memory=memory)
+
+
+#: Re-solves after charging what a plan saved, before every saveable inlined node is charged.
+MAX_ROUNDS = 4
+
+
+def solve_fused(captured, budget, solver=None, **options):
+    """``solvers.solve`` on an inductor-costed graph, until no plan saves a value costed as inlined.
+
+    The fusion model is static while "saved for the backward" depends on the plan: a solver
+    could otherwise save a fused intermediate for free. Each round charges the intermediates the
+    plan saves and solves again; after :data:`MAX_ROUNDS` every inlined node that does not depend
+    on a tangent (all that could be saved) is charged. The budget's bytes are fixed up front,
+    from the graph's reference peak as first costed.
+    """
+    from ..budget import parse_budget
+    from ..simulate import baseline
+    from ..solvers import solve
+
+    reference = baseline(captured.graph)
+    if isinstance(budget, str):
+        budget = parse_budget(budget, baseline_peak=reference.peak_bytes)
+    for _ in range(MAX_ROUNDS):
+        plan = solve(captured.graph, budget, solver, **options)
+        leaks = saved_inlined(captured, plan.schedule, plan.variant)
+        if not leaks:
+            break
+        charge(captured, leaks)
+    else:
+        tangent = reads_tangents(captured)
+        charge(captured, [i for i, fused in enumerate(captured.inlined) if fused and not tangent[i]])
+        plan = solve(captured.graph, budget, solver, **options)
+    # the baseline is the step as inductor runs it, costed before any round charged a node
+    plan.baseline_peak_bytes = reference.peak_bytes
+    return plan

@@ -200,6 +200,11 @@ def _solve_for(session: Session, captured) -> Plan:
     if not isinstance(opts.budget, str) and session.graphs:
         warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
                       "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
+    if captured.compiler == "inductor":
+        from ..frontend.fusion import solve_fused
+
+        return solve_fused(captured, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
+                           allow_approx=opts.allow_approx)
     return solve(captured.graph, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
                  allow_approx=opts.allow_approx)
 

@@ -44,6 +44,18 @@ class CheckReport:
     random_ops: int = 0            # replayed random ops in the graphs
     random_recomputed: int = 0     # ... of which the plans recompute
     lowerings: tuple = ()          # the non-default lowerings the plans chose (plan JSON entries)
+    compiler: str = "eager"        # what compiled the planned graphs (inductor or eager)
+    baseline_predicted_bytes: int = 0  # the planner's baseline (the step without recompiler), minus inputs
+
+    @property
+    def of_baseline(self) -> float:
+        """Measured planned peak as a share of the planner's baseline (same compiler, no recompiler)."""
+        return self.plan_peak_bytes / self.baseline_predicted_bytes if self.baseline_predicted_bytes else 0.0
+
+    @property
+    def of_eager(self) -> float:
+        """Measured planned peak as a share of the measured peak of an uncompiled eager step."""
+        return self.plan_peak_bytes / self.eager_peak_bytes if self.eager_peak_bytes else 0.0
 
     @property
     def predicted_error(self) -> float:
@@ -55,7 +67,7 @@ def _snapshot(model: torch.nn.Module):
     return copy.deepcopy(model.state_dict())
 
 
-def _one_step(fn, model, state, seed, device):
+def _one_step(fn, model, state, seed, device, method="dispatch"):
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
@@ -67,7 +79,7 @@ def _one_step(fn, model, state, seed, device):
         out["loss"] = loss.detach()
 
     start = time.perf_counter()
-    report = measure_peak(step, device=device)
+    report = measure_peak(step, device=device, method=method)
     seconds = time.perf_counter() - start
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
     buffers = [b.detach().clone() for b in model.buffers()]
@@ -101,7 +113,8 @@ def max_relative_error(got, expected) -> float:
 def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: str | int = "50%",
                solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
                time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
-               device: str = "cpu", rng: str = DEFAULT_RNG, lowerings: bool = True) -> CheckReport:
+               device: str = "cpu", rng: str = DEFAULT_RNG, lowerings: bool = True,
+               compiler: str = "inductor") -> CheckReport:
     """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
 
     The model's state (parameters, BatchNorm statistics) is restored before every step, and
@@ -110,6 +123,12 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     (``rng="replay"`` on a model with dropout): their masks come from per-op seeds, not
     eager's stream, so the reference is then the same replayed graph run with no
     recomputation (the ``store-all`` schedule) — a plan must not change a single number of it.
+
+    ``compiler="inductor"`` (the default, as in the backend) compiles the planned graphs with
+    inductor; memory is then measured with the profiler (:class:`~.memory.ProfilerTracker`) for
+    every step, the eager one included. Random ops under inductor draw from inductor's seeds, so
+    the reference is inductor's own default partition of the same graph. ``"eager"`` runs them
+    node by node (bit-identical to eager PyTorch without random ops).
     """
     import torch._dynamo
 
@@ -120,7 +139,7 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     eager = lambda: wrapper(args, kwargs)  # noqa: E731
     options = {"plan": plan} if plan else {"budget": budget, "solver": solver, "device_profile": device_profile,
                                           "seed": seed, "time_limit": time_limit, "rng": rng,
-                                          "lowerings": lowerings}
+                                          "lowerings": lowerings, "compiler": compiler}
     backend = make_backend(options)
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
 
@@ -140,18 +159,21 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         # the same lowerings as the plan: a chunked attention draws its own dropout masks
         variants = tuple(tuple(r.plan.variant) for r in records)
         store_all = torch.compile(wrapper, backend=make_backend({"solver": "store-all", "budget": "100%",
-                                                                 "rng": "replay", "variants": variants}),
+                                                                 "rng": "replay", "variants": variants,
+                                                                 "compiler": backend.session.compiler}),
                                   dynamic=False)
         backend_module.LAST_SESSION = backend.session  # the session reported is the plan's
 
         def reference():
             with unwrap_backend_errors():
                 return store_all(args, kwargs)
-        reference_name = "store-all, replayed RNG"
-    e_peak, _, e_grads, e_bufs, e_loss = _one_step(eager, model, state, seed, device)
+        reference_name = ("inductor's default partition, same seeds" if backend.session.compiler == "inductor"
+                          else "store-all, replayed RNG")
+    method = "profiler" if backend.session.compiler == "inductor" else "dispatch"
+    e_peak, _, e_grads, e_bufs, e_loss = _one_step(eager, model, state, seed, device, method)
     if reference is not eager:
-        _, _, e_grads, e_bufs, e_loss = _one_step(reference, model, state, seed, device)
-    p_peak, _, p_grads, p_bufs, p_loss = _one_step(planned, model, state, seed, device)
+        _, _, e_grads, e_bufs, e_loss = _one_step(reference, model, state, seed, device, method)
+    p_peak, _, p_grads, p_bufs, p_loss = _one_step(planned, model, state, seed, device, method)
     e_time = _time_only(eager, model, state, seed, repeats)
     p_time = _time_only(planned, model, state, seed, repeats)
     model.load_state_dict(state)
@@ -169,4 +191,5 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         recomputations=sum(r.recomputed for r in records), feasible=all(r.plan.feasible for r in records),
         device=device, reference=reference_name, random_ops=sum(r.random_ops for r in records),
         random_recomputed=sum(r.random_recomputed for r in records),
-        lowerings=tuple(entry for r in records for entry in r.lowerings))
+        lowerings=tuple(entry for r in records for entry in r.lowerings), compiler=backend.session.compiler,
+        baseline_predicted_bytes=base_peak - alive_before)

@@ -62,7 +62,7 @@ def compiled_step(model, inputs, options):
     args, kwargs = _split_inputs(inputs)
     torch._dynamo.reset()
     wrapper = _WithLoss(model, default_loss)
-    backend = make_backend(options)
+    backend = make_backend({"compiler": "eager", **options})
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ RESULTS = {}
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_plan_gradients_equal_eager(name, budget, solver):
     model, inputs = MODELS[name]()
-    r = check_step(model, inputs, budget=budget, solver=solver, repeats=1, time_limit=3)
+    r = check_step(model, inputs, budget=budget, solver=solver, repeats=1, time_limit=3, compiler="eager")
     RESULTS[(name, budget, solver)] = r
     assert r.graphs == 1
     assert r.max_grad_error <= 1e-5
@@ -35,14 +35,14 @@ def test_plan_gradients_equal_eager(name, budget, solver):
 
 def test_recomputation_really_happens_and_saves_memory():
     model, inputs = MODELS["mlp"]()
-    r = check_step(model, inputs, budget="25%", solver="chen-greedy", repeats=1)
+    r = check_step(model, inputs, budget="25%", solver="chen-greedy", repeats=1, compiler="eager")
     assert r.recomputations > 0
     assert r.plan_peak_bytes < 0.8 * r.eager_peak_bytes
 
 
 def test_dropout_same_seed_same_gradients_across_runs():
     model, inputs = MODELS["transformer_dropout"]()
-    a = check_step(model, inputs, budget="50%", solver="chen-greedy", repeats=1, seed=3)
+    a = check_step(model, inputs, budget="50%", solver="chen-greedy", repeats=1, seed=3, compiler="eager")
     assert a.max_grad_error <= 1e-5 and a.recomputations > 0
 
 
@@ -51,7 +51,7 @@ def test_backend_listed_and_usable_in_a_fresh_process():
         "import sys, torch, torch._dynamo\n"
         "assert 'recompiler' in torch._dynamo.list_backends()\n"
         "m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))\n"
-        "c = torch.compile(m, backend='recompiler', options={'budget': '25%', 'solver': 'greedy-evict', "
+        "c = torch.compile(m, backend='recompiler', options={'compiler': 'eager', 'budget': '25%', 'solver': 'greedy-evict', "
         "'device_profile': 'cpu'})\n"
         "c(torch.randn(8, 16)).sum().backward()\n"
         "assert m[0].weight.grad is not None\n"
@@ -88,7 +88,7 @@ def compiled_step(model, inputs, options, seed):
     from recompiler.runtime.backend import make_backend
 
     torch._dynamo.reset()
-    backend = make_backend(options)
+    backend = make_backend({"compiler": "eager", **options})
     step = torch.compile(model, backend=backend, dynamic=False)
     step(*inputs).sum().backward()  # compile first
     return (*eager_step(model, inputs, seed, step=step), backend.session)
@@ -171,8 +171,8 @@ def test_pin_is_bit_identical_to_eager(budget):
 
 def test_replay_meets_a_budget_pin_cannot():
     model, inputs = MODELS["transformer_dropout"]()
-    pin = check_step(model, inputs, budget="50%", rng="pin", repeats=1, time_limit=3)
-    replay = check_step(model, inputs, budget="50%", rng="replay", repeats=1, time_limit=3)
+    pin = check_step(model, inputs, budget="50%", rng="pin", repeats=1, time_limit=3, compiler="eager")
+    replay = check_step(model, inputs, budget="50%", rng="replay", repeats=1, time_limit=3, compiler="eager")
     assert not pin.feasible and replay.feasible
     assert replay.reference == "store-all, replayed RNG" and replay.max_grad_error == 0.0
     assert pin.reference == "eager" and pin.max_grad_error == 0.0
@@ -195,7 +195,7 @@ def test_recompiler_compile_takes_rng(rng, random_ops):
 
     torch._dynamo.reset()
     model, (x,) = tiny_dropout()
-    step = recompiler.compile(model, budget="50%", rng=rng, solver="chen-greedy")
+    step = recompiler.compile(model, budget="50%", rng=rng, solver="chen-greedy", compiler="eager")
     step(x).sum().backward()
     (record,) = step.recompiler_session.graphs
     assert step.recompiler_session.options.rng == rng and record.plan.stats["rng"] == rng

@@ -44,3 +44,20 @@ def test_training_step_peak_matches_saved_activations():
     act = 64 * 256 * 4
     assert act <= r.peak_bytes <= 2 * act + 256 * 256 * 4 + 4096
     assert r.end_bytes == 256 * 256 * 4  # only the weight gradient survives
+
+
+def test_profiler_tracker_sees_what_the_allocator_does():
+    from recompiler.runtime.memory import ProfilerTracker
+
+    def step():
+        a = torch.ones(1 << 18)       # 1 MiB
+        b = torch.ones(1 << 19)       # 2 MiB, both alive: 3 MiB
+        del a
+        return b
+
+    with ProfilerTracker() as t:
+        keep = step()
+    assert abs(t.peak - 3 * 2**20) < 4096  # a few bytes of the profiler's own
+    assert abs(t.live - 2 * 2**20) < 4096
+    del keep
+    assert measure_peak(step, method="profiler").device == "cpu-profiler"
