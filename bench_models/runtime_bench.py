@@ -99,7 +99,7 @@ def main(models, budgets, solver, time_limit, repeats, json_out):
         model, inputs, loss_fn = load(name)
         for pct in [int(b) for b in budgets.split(",")]:
             ours = check_step(model, inputs, loss_fn=loss_fn, budget=f"{pct}%", solver=solver,
-                              time_limit=time_limit, repeats=repeats)
+                              time_limit=time_limit, repeats=repeats, compiler="eager")
             t_peak, t_time = torch_budget_step(model, inputs, loss_fn, pct / 100, repeats)
             row = {"model": name, "budget_pct": pct, "eager_peak_bytes": ours.eager_peak_bytes,
                    "ours_peak_bytes": ours.plan_peak_bytes, "torch_peak_bytes": t_peak,

@@ -59,10 +59,26 @@ def build():
 def test_check_names_its_reference_for_each_rng_mode(tmp_path):
     p = tmp_path / "dropout.py"
     p.write_text(DROPOUT_MODEL)
-    base = ["check", str(p), "--budget", "60%", "--solver", "chen-greedy", "--repeats", "1"]
+    base = ["check", str(p), "--budget", "60%", "--solver", "chen-greedy", "--repeats", "1", "--compiler", "eager"]
     replay = CliRunner().invoke(cli, base)
     assert replay.exit_code == 0, replay.output
     assert "vs store-all, replayed RNG" in replay.output and "random ops recomputed (replayed)" in replay.output
     pin = CliRunner().invoke(cli, base + ["--rng", "pin"])
     assert pin.exit_code == 0, pin.output
     assert "vs eager" in pin.output and "random ops recomputed" not in pin.output
+
+
+def test_check_under_inductor_reports_both_shares(tmp_path):
+    p = tmp_path / "dropout.py"
+    p.write_text(DROPOUT_MODEL)
+    r = CliRunner().invoke(cli, ["check", str(p), "--budget", "60%", "--solver", "chen-greedy", "--repeats", "1"])
+    assert r.exit_code == 0, r.output
+    assert "compiled by inductor" in r.output and "inductor's default partition" in r.output
+    assert "% of the planner's baseline" in r.output and "% of an eager step" in r.output
+
+
+def test_check_unknown_compiler_is_one_line(tmp_path):
+    p = tmp_path / "dropout.py"
+    p.write_text(DROPOUT_MODEL)
+    r = CliRunner().invoke(cli, ["check", str(p), "--budget", "60%", "--compiler", "tvm"])
+    assert r.exit_code == 2 and "unknown compiler 'tvm'" in r.output and "Traceback" not in r.output
