@@ -213,6 +213,8 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
         record["input_names"] = [n.name for n in gm.graph.find_nodes(op="placeholder")]
         record["flat_inputs"] = list(example)
         if compiler == "inductor":
+            if not any(isinstance(t, torch.Tensor) and t.requires_grad for t in example):
+                forward_only(gm, example)  # inductor would compile an inference graph: say why not
             with inductor_partitioner(partition):
                 return compile_inductor(gm, example)
         return aot_autograd(fw_compiler=forward_only, bw_compiler=forward_only, partition_fn=partition,

@@ -189,6 +189,7 @@ def solve_fused(captured, budget, solver=None, **options):
     from ..solvers import solve
 
     reference = baseline(captured.graph)
+    before = list(captured.inlined)
     if isinstance(budget, str):
         budget = parse_budget(budget, baseline_peak=reference.peak_bytes)
     for _ in range(MAX_ROUNDS):
@@ -203,4 +204,7 @@ def solve_fused(captured, budget, solver=None, **options):
         plan = solve(captured.graph, budget, solver, **options)
     # the baseline is the step as inductor runs it, costed before any round charged a node
     plan.baseline_peak_bytes = reference.peak_bytes
+    # what a later capture of the same step must charge too, to re-simulate this plan exactly
+    plan.stats["charged"] = [captured.graph.names[i] for i, (a, b) in enumerate(zip(before, captured.inlined))
+                             if a and not b]
     return plan

@@ -226,6 +226,11 @@ def _partition_fn(session: Session):
                          compiler=session.compiler)
         if saved_plan is not None:
             plan = _check_fits(saved_plan, session.options.plan, captured)
+            if captured.compiler == "inductor":
+                from ..frontend.fusion import charge
+
+                names = set(plan.stats.get("charged", []))
+                charge(captured, [i for i, name in enumerate(captured.graph.names) if name in names])
         else:
             plan = _solve_for(session, captured)
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
