@@ -13,10 +13,12 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
                    ``rng`` mode and lowerings apply)
 ``lowerings``      ``True`` (default): the solver may pick the registry's alternative lowerings
                    (``recompiler.lowerings``: chunked attention); ``False``: every node as traced
-``compiler``       ``"inductor"`` (default): the planned forward and backward are compiled by inductor,
-                   which plans the graph its partitioner receives (after its joint-graph passes),
-                   costed as inductor fuses it; ``"eager"``: the fx graphs run node by node (for
-                   debugging and bit-exact comparisons with eager PyTorch)
+``compiler``       ``"eager"`` (default for now): the fx graphs run node by node, bit-identical to
+                   eager PyTorch; ``"inductor"``: the planned forward and backward are compiled by
+                   inductor, which plans the graph its partitioner receives (after its joint-graph
+                   passes), costed as inductor fuses it. Not yet the default: inductor's scheduler
+                   may run a plan's recomputations together (they are independent nodes to it),
+                   so deep plans can measure above their prediction — ``recompile check`` shows it
 
 **What a percentage means.** ``"50%"`` is half of what the step would use without
 recompiler under the same compiler: under inductor, inductor's own default partition
@@ -85,7 +87,7 @@ class BackendOptions:
     """Offer the solver the alternative lowerings of :mod:`recompiler.lowerings`."""
     variants: tuple | None = None
     """Internal (``check_step``'s reference): per graph, the variant to run with the store-all schedule."""
-    compiler: str = "inductor"
+    compiler: str = "eager"
     """``"inductor"``: compile the planned graphs with inductor; ``"eager"``: run them node by node."""
 
     @classmethod
@@ -124,7 +126,7 @@ class Session:
 
     options: BackendOptions
     graphs: list[CompiledGraphRecord] = field(default_factory=list)
-    compiler: str = "inductor"
+    compiler: str = "eager"
     """What the planned graphs are compiled with (a saved plan's own compiler, else the option)."""
 
 

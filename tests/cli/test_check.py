@@ -71,7 +71,8 @@ def test_check_names_its_reference_for_each_rng_mode(tmp_path):
 def test_check_under_inductor_reports_both_shares(tmp_path):
     p = tmp_path / "dropout.py"
     p.write_text(DROPOUT_MODEL)
-    r = CliRunner().invoke(cli, ["check", str(p), "--budget", "60%", "--solver", "chen-greedy", "--repeats", "1"])
+    r = CliRunner().invoke(cli, ["check", str(p), "--budget", "60%", "--solver", "chen-greedy", "--repeats", "1",
+                                 "--compiler", "inductor"])
     assert r.exit_code == 0, r.output
     assert "compiled by inductor" in r.output and "inductor's default partition" in r.output
     assert "% of the planner's baseline" in r.output and "% of an eager step" in r.output

@@ -55,7 +55,7 @@ def test_plan_example_writes_a_plan_that_resimulates(tmp_path):
     from recompiler.simulate import simulate
 
     spec = load_model_file(EXAMPLES / "mlp.py")
-    assert stats["compiler"] == "inductor"  # the default, as in the backend
+    assert stats["compiler"] == "eager"  # the default, as in the backend
     cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, compiler=stats["compiler"])
     from recompiler.frontend.fusion import charge
 
@@ -212,3 +212,23 @@ def test_plan_lists_the_lowerings_it_chose_and_no_lowerings_turns_them_off(tmp_p
     off_plan = json.loads(off_json.read_text())
     assert off_plan["lowerings"] == [] and off_plan["variant"] == []
     assert plan["peak_bytes"] < 0.6 * off_plan["peak_bytes"]
+
+
+def test_plan_for_inductor_records_what_it_charged_and_resimulates(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("plan", EXAMPLES / "mlp.py", "--budget", "60%", "--compiler", "inductor", "--time-limit", "2",
+            "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "inductor's own partition" in r.output and "inductor fusion" in r.output
+    plan = json.loads(out.read_text())
+    assert plan["stats"]["compiler"] == "inductor" and "charged" in plan["stats"]
+    from recompiler.frontend.capture import capture
+    from recompiler.frontend.fusion import charge
+    from recompiler.frontend.modelfile import load_model_file
+    from recompiler.simulate import simulate
+
+    spec = load_model_file(EXAMPLES / "mlp.py")
+    cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, compiler="inductor")
+    charge(cap, [i for i, name in enumerate(cap.graph.names) if name in set(plan["stats"]["charged"])])
+    assert cap.graph.names == plan["stats"]["node_names"]
+    assert simulate(cap.graph, plan["schedule"], plan["variant"]).peak_bytes == plan["peak_bytes"]

@@ -56,7 +56,7 @@ def inductor_tolerance():
 
 def _compiled(model, **options):
     torch._dynamo.reset()
-    backend = make_backend({"time_limit": 2, **options})
+    backend = make_backend({"time_limit": 2, "compiler": "inductor", **options})
     return torch.compile(model, backend=backend), backend.session
 
 
@@ -142,7 +142,7 @@ def test_dropout_recomputed_under_inductor_replays_its_seeds():
     x = torch.randn(512, 64)
     from recompiler.runtime.check import check_step
 
-    r = check_step(model, (x,), budget="40%", repeats=1, time_limit=2)
+    r = check_step(model, (x,), budget="40%", repeats=1, time_limit=2, compiler="inductor")
     assert r.compiler == "inductor" and r.random_ops >= 2
     assert r.max_grad_error < 1e-4, r.reference
 
