@@ -500,13 +500,17 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
         if cap.lowerings:
             cap.graph = registry.attach(graph, cap, cap.lowerings)
     if compiler == "inductor":
-        from .torch_knapsack import reference_schedule
+        import warnings
 
         from .fusion import charge, saved_inlined
+        from .torch_knapsack import TorchPartitionError, reference_schedule
 
         # the percentages of a budget are of what inductor's own partition of this graph uses
-        cap.graph.reference = reference_schedule(cap)
-        charge(cap, saved_inlined(cap, cap.graph.reference))  # what it saves is a buffer
+        try:
+            cap.graph.reference = reference_schedule(cap)
+            charge(cap, saved_inlined(cap, cap.graph.reference))  # what it saves is a buffer
+        except TorchPartitionError as e:
+            warnings.warn(f"recompiler: {e}; budgets of {name} are percentages of store-all instead", stacklevel=2)
     return cap
 
 
