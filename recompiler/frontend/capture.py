@@ -346,6 +346,17 @@ def _is_tangent(node: torch.fx.Node) -> bool:
     return node.op == "placeholder" and node.name.startswith("tangents")
 
 
+def depends_on_tangents(nodes: list[torch.fx.Node]) -> list[bool]:
+    """Per node: it is computed from a tangent, so it can only run in the backward graph
+    (placeholders, tangents included, are False: they are never computed)."""
+    marked: set[torch.fx.Node] = set()
+    for x in nodes:
+        if (x.op == "placeholder" and "tangents" in x.name) or (
+                x.op != "placeholder" and any(a in marked for a in x.all_input_nodes)):
+            marked.add(x)
+    return [x in marked and x.op != "placeholder" for x in nodes]
+
+
 def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
     """The joint graph's nodes (output excluded) in the order CostGraph ids follow.
 

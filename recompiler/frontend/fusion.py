@@ -40,6 +40,7 @@ import torch
 import torch.fx
 
 from . import costs
+from .capture import depends_on_tangents
 
 #: Inductor's ``realize_reads_threshold``: a pointwise buffer read by more kernels than this is realised.
 REALIZE_READS = 4
@@ -124,16 +125,6 @@ def fused_seconds(node: torch.fx.Node, inlined: bool, input_inlined, profile: co
     return seconds + (0.0 if inlined else profile.launch_overhead)
 
 
-def reads_tangents(captured) -> list[bool]:
-    """Per node: it depends on a tangent, so it can only run in the backward graph."""
-    out: list[bool] = []
-    ids = captured.node_ids
-    for x in captured.fx_nodes:
-        tangent = x.op == "placeholder" and x.name.startswith("tangents")
-        out.append(tangent or (x.op != "placeholder" and any(out[ids[a.name]] for a in x.all_input_nodes)))
-    return out
-
-
 def saved_inlined(captured, schedule, variant=None) -> list[int]:
     """Inlined nodes that ``schedule`` computes in the forward graph and reads in the backward.
 
@@ -144,7 +135,7 @@ def saved_inlined(captured, schedule, variant=None) -> list[int]:
     if not any(captured.inlined):
         return []
     deps = graph.resolve(variant).deps
-    tangent = reads_tangents(captured)
+    tangent = depends_on_tangents(captured.fx_nodes)
     split = next((t for t, v in enumerate(schedule) if tangent[v]), len(schedule))
     latest: dict[int, int] = {}
     leaks: set[int] = set()
@@ -199,7 +190,7 @@ def solve_fused(captured, budget, solver=None, **options):
             break
         charge(captured, leaks)
     else:
-        tangent = reads_tangents(captured)
+        tangent = depends_on_tangents(captured.fx_nodes)
         charge(captured, [i for i, fused in enumerate(captured.inlined) if fused and not tangent[i]])
         plan = solve(captured.graph, budget, solver, **options)
     # the baseline is the step as inductor runs it, costed before any round charged a node

@@ -128,12 +128,7 @@ def _place_missing(g, sched: list[int]) -> list[int]:
 def reference_schedule(captured) -> list[int]:
     """The schedule of PyTorch's default partition (``activation_memory_budget`` 1.0) of ``captured``:
     what the step runs without recompiler under inductor (:attr:`CostGraph.reference`)."""
-    fw, bw = partition(captured, 1.0)
-    sched = schedule_from_modules(captured, fw, bw)
-    res = simulate(captured.graph, sched)
-    if not res.valid:
-        raise TorchPartitionError(f"PyTorch's default partition maps to an invalid schedule: {res.reason}")
-    return sched
+    return probe(captured, 1.0).schedule
 
 
 @dataclass(eq=False)

@@ -55,7 +55,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
 from ..errors import RecompilerError, SolverOptionError
-from ..frontend.capture import check_compiler, compile_inductor, inductor_partitioner
+from ..frontend.capture import COMPILERS, check_compiler, compile_inductor, inductor_partitioner
 from ..frontend.rng import DEFAULT_RNG, check_rng_mode
 from ..plan import Plan, load_plan
 from .partition import PlanMismatch, partition_with_schedule
@@ -100,7 +100,7 @@ class BackendOptions:
         check_rng_mode(options.get("rng", cls.rng))
         if not isinstance(options.get("lowerings", True), bool):
             raise SolverOptionError(f"the backend option lowerings is True or False, not {options['lowerings']!r}")
-        if options.get("compiler", cls.compiler) not in ("inductor", "eager"):
+        if options.get("compiler", cls.compiler) not in COMPILERS:
             raise SolverOptionError(f"the backend option compiler is inductor or eager, not {options['compiler']!r}")
         return cls(**options)
 

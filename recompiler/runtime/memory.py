@@ -127,11 +127,9 @@ class ProfilerTracker:
 
     def __enter__(self):
         import logging
-        import os
 
         from torch.profiler import ProfilerActivity, profile
 
-        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's start/stop lines are noise on stderr
         logging.getLogger("torch.profiler").setLevel(logging.ERROR)
         self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False)
         self._prof.__enter__()

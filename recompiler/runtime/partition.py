@@ -37,7 +37,7 @@ import torch.fx as fx
 from torch._functorch.partitioners import _extract_fwd_bwd_modules
 
 from ..errors import RecompilerError
-from ..frontend.capture import is_random, is_view, ordered_nodes
+from ..frontend.capture import depends_on_tangents, is_random, is_view, ordered_nodes
 
 
 class PlanMismatch(RecompilerError):
@@ -72,7 +72,7 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
     n = len(nodes)
     # The backward starts at the first node that needs a tangent (capture.lower makes those
     # depend on the forward outputs, so every forward output is computed before it).
-    starts_backward = _depends_on_tangents(nodes)
+    starts_backward = depends_on_tangents(nodes)
     schedule = [int(v) for v in schedule]
     if any(not 0 <= v < n for v in schedule):
         raise PlanMismatch(f"the plan's schedule names node ids outside this graph's {n} nodes")
@@ -271,11 +271,3 @@ def _view_base(node: fx.Node) -> fx.Node | None:
 
 def _is_symbolic(node: fx.Node) -> bool:
     return isinstance(node.meta.get("val"), (torch.SymInt, torch.SymFloat, torch.SymBool, int))
-
-
-def _depends_on_tangents(nodes: list[fx.Node]) -> list[bool]:
-    marked: set[fx.Node] = set()
-    for x in nodes:
-        if _is_tangent(x) or (x.op != "placeholder" and any(a in marked for a in x.all_input_nodes)):
-            marked.add(x)
-    return [x in marked and x.op != "placeholder" for x in nodes]
