@@ -93,6 +93,8 @@ class Captured:
     compiler: str = "eager"
     #: Per node: inductor inlines it into its readers (no memory of its own); all False under eager.
     inlined: list = field(default_factory=list)
+    #: Under inductor, the deps before :func:`.fusion.deferred_deps` (``graph.deps`` are deferred).
+    unfused_deps: list | None = None
 
     def __repr__(self) -> str:
         return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
@@ -485,10 +487,12 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
 
     is_backward = _backward_nodes(nodes, ids)
     inlined = [False] * n
+    unfused_deps = None
     if compiler == "inductor":
         from . import fusion
 
         inlined = fusion.inlined_nodes(nodes, kinds, is_backward, set(np.flatnonzero(is_output).tolist()))
+        unfused_deps, deps = deps, fusion.deferred_deps(deps, inlined)
         for i, node in enumerate(nodes):
             if kinds[i] == "op":
                 if inlined[i]:
@@ -503,7 +507,8 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
                    node_ids={x.name: i for i, x in enumerate(nodes)},
                    module_paths=[module_path(x) for x in nodes], ops=[_op_name(x) for x in nodes],
                    flops=flops, kinds=kinds, input_names=input_map, device_profile=prof.name, profiled=timed,
-                   rng=rng, random_ops=rng_ops.random_nodes(nodes), compiler=compiler, inlined=inlined)
+                   rng=rng, random_ops=rng_ops.random_nodes(nodes), compiler=compiler, inlined=inlined,
+                   unfused_deps=unfused_deps)
     if lowerings:
         from .. import lowerings as registry
 
@@ -537,13 +542,84 @@ def check_compiler(value) -> str:
 
 
 def compile_inductor(gm, example_inputs):
-    """Inductor's ``compile_fx`` with its caches off, so the partitioner runs on every compile."""
+    """Inductor's ``compile_fx`` with its caches off, so the partitioner runs on every compile.
+
+    Each graph inductor compiles (the forward now, the backward when it first runs) is compiled
+    under :class:`_PlanFusionChoices` and without the FX-graph cache: the backward is compiled
+    lazily, outside this call, where a cache would serve code made for another plan.
+    """
     import torch._functorch.config as fconfig
     import torch._inductor.config as iconfig
     from torch._inductor.compile_fx import compile_fx
 
     with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
-        return compile_fx(gm, example_inputs)
+        return compile_fx(gm, example_inputs, inner_compile=_compile_planned)
+
+
+def _compile_planned(*args, **kwargs):
+    import torch._inductor.config as iconfig
+    from torch._inductor.compile_fx import compile_fx_inner
+    from torch._inductor.virtualized import V
+
+    with iconfig.patch(fx_graph_cache=False), V.set_choices_handler(_plan_fusion_choices()):
+        return compile_fx_inner(*args, **kwargs)
+
+
+def _plan_fusion_choices():
+    """Inductor's fusion heuristics, restricted so that the compiled code keeps the plan's order.
+
+    A plan decides *when* each value exists; a fusion runs its two kernels as one, at the
+    earlier one's place, so it moves the later kernel (and the inputs it needs) up. Two rules
+    keep that from undoing the plan:
+
+    * no fusion across an extern kernel (a matmul, a custom op): those are the plan's
+      allocations between which a value's lifetime is decided;
+    * no horizontal fusion (kernels that only share inputs) with a recomputation: two
+      recomputations of a value from the same kept input, at different steps, would become one
+      kernel writing both copies at the earlier step (measured: 7 copies of a GELU at once).
+    """
+    import bisect
+
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
+
+    extern_orders: dict[int, list[int]] = {}
+
+    def crosses_extern(scheduler, node1, node2) -> bool:
+        key = id(scheduler)
+        if key not in extern_orders:  # externs never fuse, so their places stay as first seen
+            extern_orders.clear()
+            extern_orders[key] = sorted(x.min_order for x in scheduler.nodes
+                                        if isinstance(x, ExternKernelSchedulerNode))
+        first, second = sorted((node1, node2), key=lambda x: x.min_order)
+        lo, hi = first.max_order, second.min_order
+        orders = extern_orders[key]
+        k = bisect.bisect_right(orders, lo)
+        return lo < hi and k < len(orders) and orders[k] < hi
+
+    class PlanFusionChoices(InductorChoices):
+        @staticmethod
+        def can_fuse(scheduler, node1, node2, shared_data_score):
+            if crosses_extern(scheduler, node1, node2):
+                return False
+            return InductorChoices.can_fuse(scheduler, node1, node2, shared_data_score)
+
+        @staticmethod
+        def can_fuse_horizontal(scheduler, node1, node2, shared_data_score):
+            if _runs_recomputation(node1) or _runs_recomputation(node2):
+                return False
+            return InductorChoices.can_fuse_horizontal(scheduler, node1, node2, shared_data_score)
+
+    return PlanFusionChoices()
+
+
+def _runs_recomputation(scheduler_node) -> bool:
+    """Does this (possibly fused) inductor scheduler node run a plan's recomputation?"""
+    for snode in scheduler_node.get_nodes():
+        for origin in getattr(snode.node, "origins", None) or ():
+            if origin.meta.get("recompiler_recompute"):
+                return True
+    return False
 
 
 def inductor_partitioner(fn):

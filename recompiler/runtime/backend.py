@@ -56,6 +56,7 @@ from torch.fx.graph import _BoxedCodeGen
 
 from ..errors import RecompilerError, SolverOptionError
 from ..frontend.capture import COMPILERS, check_compiler, compile_inductor, inductor_partitioner
+from ..frontend.fusion import charge_named, rederived
 from ..frontend.rng import DEFAULT_RNG, check_rng_mode
 from ..plan import Plan, load_plan
 from .partition import PlanMismatch, partition_with_schedule
@@ -229,10 +230,7 @@ def _partition_fn(session: Session):
         if saved_plan is not None:
             plan = _check_fits(saved_plan, session.options.plan, captured)
             if captured.compiler == "inductor":
-                from ..frontend.fusion import charge
-
-                names = set(plan.stats.get("charged", []))
-                charge(captured, [i for i, name in enumerate(captured.graph.names) if name in names])
+                charge_named(captured, plan.stats.get("charged", []))
         else:
             plan = _solve_for(session, captured)
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
@@ -242,7 +240,8 @@ def _partition_fn(session: Session):
         chosen = registry.chosen(captured.graph, captured.lowerings, plan.variant)
         plan.lowerings = chosen
         part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
-                                       rewrites=registry.rewrites(captured.lowerings, plan.variant))
+                                       rewrites=registry.rewrites(captured.lowerings, plan.variant),
+                                       fused=rederived(captured))
         session.graphs.append(CompiledGraphRecord(plan, part.saved, part.recomputed, len(captured.random_ops),
                                                   captured.random_recomputed(plan.schedule), chosen))
         log.info("recompiler: %s planned to %.1f%% of its %d-byte peak (+%.1f%% compute), %d recomputations",

@@ -59,13 +59,16 @@ def _is_tangent(node: fx.Node) -> bool:
 
 
 def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int],
-                            rewrites: dict | None = None) -> Partitioned:
+                            rewrites: dict | None = None, fused: set | None = None) -> Partitioned:
     """Cut ``joint`` into forward and backward modules that execute ``schedule``.
 
     ``schedule`` holds the ids :func:`~recompiler.frontend.capture.lower` gives the nodes of
     ``joint`` (their positions in :func:`~recompiler.frontend.capture.ordered_nodes`).
     ``rewrites`` (from :func:`recompiler.lowerings.rewrites`) maps the nodes of the lowerings a
-    plan chose to what each occurrence emits instead of the node itself.
+    plan chose to what each occurrence emits instead of the node itself. ``fused`` (under
+    inductor: :func:`recompiler.frontend.fusion.rederived`) are the joint nodes inductor inlines
+    into their readers: one read in the backward part is computed there again from its inputs,
+    never saved, as the fusion cost model (its deferred reads) assumes.
     """
     nodes = ordered_nodes(joint)
     (out_node,) = joint.graph.find_nodes(op="output")
@@ -87,8 +90,15 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
         # Every solver keeps pinned nodes in their original order; a hand-made plan may not.
         warnings.warn("recompiler: this plan runs random ops (dropout) in another order than the model, "
                       "so their random numbers differ from an eager step with the same seed", stacklevel=2)
-    b = _Rebuilder(nodes, rewrites)
+    b = _Rebuilder(nodes, rewrites, fused)
+    outputs = list(out_node.args[0])
+    fwd_leaves = [a for a in torch.utils._pytree.tree_leaves(outputs[:num_fwd_outputs]) if isinstance(a, fx.Node)]
+    fwd_resolved: dict[fx.Node, fx.Node] | None = None
     for t, v in enumerate(schedule):
+        if t == split:
+            # the forward graph returns the occurrences computed before the backward starts: a
+            # later recomputation of a forward output must not be pulled into the forward
+            fwd_resolved = {a: b.arg(a, False) for a in fwd_leaves if a in b.latest}
         node = nodes[v]
         if node.op in ("placeholder", "get_attr"):
             raise PlanMismatch(f"the plan schedules input {node.name!r}, which is never computed")
@@ -101,7 +111,13 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
     unscheduled = [x.name for x in nodes if x not in latest]
     if unscheduled:
         raise PlanMismatch(f"the plan never computes {unscheduled[0]!r} (and {len(unscheduled) - 1} more)")
-    new_out = new.output(fx.node.map_arg(out_node.args[0], lambda a: b.arg(a, True)))
+    fwd_resolved = fwd_resolved or {}
+    for a in fwd_leaves:
+        if a not in fwd_resolved:  # no backward part, or not computed before it
+            fwd_resolved[a] = b.arg(a, False)
+    new_out = new.output(type(out_node.args[0])(
+        [fx.node.map_arg(x, fwd_resolved.__getitem__) for x in outputs[:num_fwd_outputs]]
+        + [fx.node.map_arg(x, lambda a: b.arg(a, True)) for x in outputs[num_fwd_outputs:]]))
     new_out.meta = dict(out_node.meta)
 
     # Forward outputs must be produced by the forward graph, whatever the schedule says.
@@ -147,11 +163,19 @@ class _Rebuilder:
       once per producer run, so the tuple itself is never saved across the boundary;
     * a view is re-derived from the latest occurrence of its base before use: the CostGraph
       makes a view's consumers depend on its base, so once the base was recomputed, a stale
-      view must not keep the old base alive. Views cost no compute and no memory.
+      view must not keep the old base alive. Views cost no compute and no memory;
+    * a ``fused`` node (one inductor inlines into its readers) is re-derived before use when one
+      of its inputs was recomputed since (inductor runs it inside the reader, on the inputs it
+      was given, so a stale copy would keep old occurrences alive: the cost model's deferred
+      reads are of the latest ones), and when it is read in the backward part from its
+      forward occurrence (inductor would write it out as a saved buffer, where the cost model
+      keeps its inputs alive instead).
     """
 
-    def __init__(self, nodes: list[fx.Node], rewrites: dict | None = None):
+    def __init__(self, nodes: list[fx.Node], rewrites: dict | None = None, fused: set | None = None):
         self.rewrites = rewrites or {}
+        self.fused = fused or set()
+        self.read_by: dict[fx.Node, dict[fx.Node, fx.Node]] = {}  # fused occurrence -> {input: occurrence read}
         self.graph = fx.Graph()
         self.latest: dict[fx.Node, fx.Node] = {}
         self.part: dict[fx.Node, bool] = {}       # new node -> belongs to the backward part
@@ -168,7 +192,15 @@ class _Rebuilder:
             self.root[node] = self.root[base] if base is not None else node
 
     def _copy(self, node: fx.Node, backward_part: bool) -> fx.Node:
-        copy = self.graph.node_copy(node, lambda a: self.arg(a, backward_part))
+        read: dict[fx.Node, fx.Node] = {}
+
+        def occurrence(a: fx.Node) -> fx.Node:
+            read[a] = self.arg(a, backward_part)
+            return read[a]
+
+        copy = self.graph.node_copy(node, occurrence)
+        if node in self.fused:
+            self.read_by[copy] = read
         copy.meta = dict(copy.meta)
         copy.meta["recompiler_origin"] = node.name  # the joint node this occurrence runs
         root = self.root[node]
@@ -177,12 +209,26 @@ class _Rebuilder:
         return copy
 
     def arg(self, a: fx.Node, backward_part: bool) -> fx.Node:
-        """The occurrence of ``a`` to read now (a stale view is derived again)."""
-        x = self.latest[a]
+        """The occurrence of ``a`` to read now (a stale view or fused node is derived again)."""
         root = self.root[a]
+        if root in self.fused and ((backward_part and self.part.get(self.latest[root]) is False)
+                                   or self._stale(root)):
+            self.run(root, backward_part, rederive=True)
+        x = self.latest[a]
         if root is a or root.op in ("placeholder", "get_attr") or self.based_on.get(x) is self.latest[root]:
             return x
         return self.run(a, backward_part, rederive=True)
+
+    def _stale(self, a: fx.Node) -> bool:
+        """Did the latest occurrence of the fused node ``a`` read an input that was recomputed since?"""
+        for j, occ in self.read_by.get(self.latest[a], {}).items():
+            if occ is not self.latest[j] or (j in self.fused and self._stale(j)):
+                return True
+            root = self.root[j]
+            if root is not j and root.op not in ("placeholder", "get_attr") and \
+                    self.based_on.get(occ) is not self.latest[root]:
+                return True
+        return False
 
     def run(self, node: fx.Node, backward_part: bool, rederive: bool = False) -> fx.Node:
         if node in self.rewrites:

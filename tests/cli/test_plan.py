@@ -57,9 +57,9 @@ def test_plan_example_writes_a_plan_that_resimulates(tmp_path):
     spec = load_model_file(EXAMPLES / "mlp.py")
     assert stats["compiler"] == "eager"  # the default, as in the backend
     cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, compiler=stats["compiler"])
-    from recompiler.frontend.fusion import charge
+    from recompiler.frontend.fusion import charge_named
 
-    charge(cap, [i for i, name in enumerate(cap.graph.names) if name in set(stats.get("charged", []))])
+    charge_named(cap, stats.get("charged", []))
     g = cap.graph
     assert g.names == stats["node_names"]
     assert simulate(g, plan["schedule"], plan["variant"]).peak_bytes == plan["peak_bytes"]
@@ -223,12 +223,12 @@ def test_plan_for_inductor_records_what_it_charged_and_resimulates(tmp_path):
     plan = json.loads(out.read_text())
     assert plan["stats"]["compiler"] == "inductor" and "charged" in plan["stats"]
     from recompiler.frontend.capture import capture
-    from recompiler.frontend.fusion import charge
+    from recompiler.frontend.fusion import charge_named
     from recompiler.frontend.modelfile import load_model_file
     from recompiler.simulate import simulate
 
     spec = load_model_file(EXAMPLES / "mlp.py")
     cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, compiler="inductor")
-    charge(cap, [i for i, name in enumerate(cap.graph.names) if name in set(plan["stats"]["charged"])])
+    charge_named(cap, plan["stats"]["charged"])
     assert cap.graph.names == plan["stats"]["node_names"]
     assert simulate(cap.graph, plan["schedule"], plan["variant"]).peak_bytes == plan["peak_bytes"]

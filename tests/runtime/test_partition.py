@@ -72,3 +72,47 @@ def test_bad_schedules_are_refused():
         partition_with_schedule(cap.joint, num_fwd_outputs=1, schedule=good + [10**6])
     with pytest.raises(PlanMismatch, match="not computed before it"):
         partition_with_schedule(cap.joint, num_fwd_outputs=1, schedule=good[::-1])
+
+
+def _split(cap, schedule):
+    from recompiler.frontend.capture import depends_on_tangents
+
+    tangent = depends_on_tangents(cap.fx_nodes)
+    return next(t for t, v in enumerate(schedule) if tangent[v])
+
+
+def test_forward_outputs_are_the_occurrences_computed_before_the_backward():
+    cap = captured("mlp")
+    (out,) = cap.joint.graph.find_nodes(op="output")
+    loss = out.args[0][0]
+    schedule = cap.graph.baseline_schedule()
+    schedule = schedule + [cap.node_ids[loss.name]]  # the loss once more, at the very end
+    part = partition_with_schedule(cap.joint, num_fwd_outputs=cap.num_fwd_outputs, schedule=schedule)
+    runs = [n for n in part.fw_module.graph.nodes if n.meta.get("recompiler_origin") == loss.name]
+    assert len(runs) == 1  # the late copy is not pulled into the forward (with what it reads)
+    assert part.recomputed == 1
+
+
+def test_a_fused_value_read_in_the_backward_is_computed_there_not_saved():
+    from recompiler.frontend.fusion import rederived
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    cap = capture(model, (torch.randn(8, 16),), compiler="inductor", lowerings=False)
+    schedule = cap.graph.baseline_schedule()
+    split = _split(cap, schedule)
+    # a materialised forward op that reads inlined ones (GELU's last multiply), run again in the backward
+    nodes, inlined = cap.fx_nodes, cap.inlined
+    reader = next(i for i, x in enumerate(nodes) if not inlined[i] and not cap.graph.is_backward[i]
+                  and any(inlined[cap.node_ids[a.name]] for a in x.all_input_nodes))
+    fused_inputs = {a.name for a in nodes[reader].all_input_nodes if inlined[cap.node_ids[a.name]]}
+    schedule = schedule[:split + 1] + [reader] + schedule[split + 1:]  # after the first backward node
+
+    def saved_origins(part):
+        return {n.meta.get("recompiler_origin", n.name) for n in part.fw_module.graph.nodes if n.name in part.saved}
+
+    plain = partition_with_schedule(cap.joint, num_fwd_outputs=cap.num_fwd_outputs, schedule=schedule)
+    assert fused_inputs <= saved_origins(plain)  # without the rule inductor would write them out
+    part = partition_with_schedule(cap.joint, num_fwd_outputs=cap.num_fwd_outputs, schedule=schedule,
+                                   fused=rederived(cap))
+    assert not fused_inputs & saved_origins(part)
+    assert simulate(cap.graph, schedule).valid
