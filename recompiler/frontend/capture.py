@@ -545,7 +545,7 @@ def compile_inductor(gm, example_inputs):
     """Inductor's ``compile_fx`` with its caches off, so the partitioner runs on every compile.
 
     Each graph inductor compiles (the forward now, the backward when it first runs) is compiled
-    under :class:`_PlanFusionChoices` and without the FX-graph cache: the backward is compiled
+    under :func:`_plan_fusion_choices` and without the FX-graph cache: the backward is compiled
     lazily, outside this call, where a cache would serve code made for another plan.
     """
     import torch._functorch.config as fconfig
@@ -553,7 +553,21 @@ def compile_inductor(gm, example_inputs):
     from torch._inductor.compile_fx import compile_fx
 
     with iconfig.patch(fx_graph_cache=False), fconfig.patch(enable_autograd_cache=False):
-        return compile_fx(gm, example_inputs, inner_compile=_compile_planned)
+        return compile_fx(gm, example_inputs, inner_compile=_compile_planned, decompositions=_decompositions())
+
+
+#: Ops inductor would decompose that the lowering registry matches whole (attention's softmax and
+#: dropout, the loss's log-softmax and NLL): kept in the joint graph, run as aten kernels where no
+#: lowering rewrites them (and dropout replayable as in eager, DESIGN.md "random ops").
+KEPT_WHOLE = ("_softmax", "_safe_softmax", "_log_softmax", "_softmax_backward_data", "_log_softmax_backward_data",
+              "nll_loss_forward", "nll_loss_backward", "native_dropout", "native_dropout_backward")
+
+
+def _decompositions() -> dict:
+    from torch._inductor.decomposition import select_decomp_table
+
+    kept = {getattr(torch.ops.aten, name).default for name in KEPT_WHOLE}
+    return {op: fn for op, fn in select_decomp_table().items() if op not in kept}
 
 
 def _compile_planned(*args, **kwargs):

@@ -102,7 +102,7 @@ class LinearLoss(Instance):
         ops, aten = torch.ops.recompiler, torch.ops.aten
 
         def inputs():
-            w = emit.call(aten.t.default, emit.arg(self.weight_t))          # (H, V) view -> (V, H)
+            w = emit.transpose(emit.arg(self.weight_t))          # (H, V) view -> (V, H)
             bias = emit.arg(self.bias) if self.bias is not None else None
             return emit.arg(self.hidden), w, bias, emit.arg(self.labels)
 
@@ -122,7 +122,7 @@ class LinearLoss(Instance):
                 k = {"dh": 0, "dw": 1, "dwt": 1, "db": 2}[role]
                 x = emit.call(operator.getitem, state["grads"], k)
                 if role == "dwt":
-                    x = emit.call(aten.t.default, x)
+                    x = emit.transpose(x)
                 x = emit.call(aten.reshape.default, x, list(node.meta["val"].shape))
                 return emit.like(x, node)
         return None
@@ -196,7 +196,7 @@ class _Matcher(Matcher):
         exits: dict = {}
         for u in list(grad.users):
             name = self.op(u)
-            if name == "t" and len(u.users) == 1:
+            if self.is_t(u) and len(u.users) == 1:
                 (mm,) = u.users
                 self.expect(self.op(mm) == "mm" and mm.args[0] is u and mm.args[1] is hidden)
                 self.members.update((u, mm))
@@ -223,7 +223,7 @@ class _Matcher(Matcher):
 
     def _mm_with_transpose(self, mm, other, base, shape):
         """``mm`` whose other operand is ``base`` transposed (taken too when only ``mm`` reads it)."""
-        self.expect(self.op(other) == "t" and other.args[0] is base and shape_of(mm) == shape)
+        self.expect(self.is_t(other) and other.args[0] is base and shape_of(mm) == shape)
         self.members.add(mm)
         if len(other.users) == 1:
             self.members.add(other)

@@ -73,6 +73,12 @@ class Matcher:
         if not cond:
             raise NoMatch
 
+    def is_t(self, node) -> bool:
+        """``node`` transposes a matrix: ``t``, or the ``permute(x, [1, 0])`` inductor's joint-graph
+        passes write for it."""
+        name = self.op(node)
+        return name == "t" or (name == "permute" and [int(d) for d in node.args[1]] in ([1, 0], [-1, -2]))
+
     def aliases(self, node) -> list:
         """``node``'s detach/alias views, transitively, taken into the group."""
         aliases, _ = through_aliases(self.cap, node)

@@ -121,7 +121,7 @@ class SoftmaxAttention(Instance):
         def inputs():
             q = emit.call(aten.reshape.default, emit.arg(self.q), [*b4, L, D])
             kt = emit.call(aten.reshape.default, emit.arg(self.kt), [*b4, D, S])
-            k = emit.call(aten.transpose.int, kt, -1, -2)
+            k = emit.transpose(kt)
             v = emit.call(aten.reshape.default, emit.arg(self.v), [*b4, S, Dv])
             return q, k, v, self._mask(emit), emit.arg(self.seed) if self.seed is not None else None
 
@@ -131,20 +131,22 @@ class SoftmaxAttention(Instance):
                             self.dropout_p, seed, chunk)
             out4 = emit.call(operator.getitem, res, 0)
             state["lse"] = emit.call(operator.getitem, res, 1)
-            state["out4"] = out4
             return emit.call(aten.reshape.default, out4, list(self.out.meta["val"].shape))
         if node is self.main:
             q, k, v, mask, seed = inputs()
             grad = emit.call(aten.reshape.default, emit.arg(self.grad_out), [*b4, L, Dv])
+            # the output as O holds it (not the op's own 4-d result, a second view of the same storage:
+            # two saved aliases, and inductor may write a gradient over one while the other is still read)
+            out4 = emit.call(aten.reshape.default, emit.arg(self.out), [*b4, L, Dv])
             state["grads"] = emit.call(torch.ops.recompiler.chunked_attention_backward.default, grad, q, k, v, mask,
-                                       state["out4"], state["lse"], self.scale,
+                                       out4, state["lse"], self.scale,
                                        False, self.dropout_p, seed, chunk)
             return None
         if node is self.dq or node is self.dkt or node is self.dv:
             k = {self.dq: 0, self.dkt: 1, self.dv: 2}[node]
             x = emit.call(operator.getitem, state["grads"], k)
             if node is self.dkt:
-                x = emit.call(aten.transpose.int, x, -1, -2)
+                x = emit.transpose(x)
             x = emit.call(aten.reshape.default, x, list(node.meta["val"].shape))
             return emit.like(x, node)
         return None
@@ -207,10 +209,17 @@ class _Matcher(Matcher):
             node = nxt
 
     def transpose_of(self, node, base) -> bool:
-        """``node`` is ``base`` (3-d) with its last two dims swapped (a transpose view)."""
-        if self.op(node) != "transpose.int" or node.args[0] is not base:
+        """``node`` is ``base`` (3-d) with its last two dims swapped (a transpose view, or the
+        ``permute(base, [0, 2, 1])`` inductor's joint-graph passes write for one)."""
+        if node.args[0] is not base:
             return False
-        if {int(d) % 3 for d in node.args[1:3]} != {1, 2}:
+        if self.op(node) == "transpose.int":
+            if {int(d) % 3 for d in node.args[1:3]} != {1, 2}:
+                return False
+        elif self.op(node) == "permute":
+            if [int(d) % 3 for d in node.args[1]] != [0, 2, 1]:
+                return False
+        else:
             return False
         shape = shape_of(base)
         return shape_of(node) == shape[:-2] + (shape[-1], shape[-2])

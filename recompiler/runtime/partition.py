@@ -163,7 +163,8 @@ class _Rebuilder:
       once per producer run, so the tuple itself is never saved across the boundary;
     * a view is re-derived from the latest occurrence of its base before use: the CostGraph
       makes a view's consumers depend on its base, so once the base was recomputed, a stale
-      view must not keep the old base alive. Views cost no compute and no memory;
+      view must not keep the old base alive; and in the backward part, so that the base is
+      saved, never the view. Views cost no compute and no memory;
     * a ``fused`` node (one inductor inlines into its readers) is re-derived before use when one
       of its inputs was recomputed since (inductor runs it inside the reader, on the inputs it
       was given, so a stale copy would keep old occurrences alive: the cost model's deferred
@@ -215,8 +216,12 @@ class _Rebuilder:
                                    or self._stale(root)):
             self.run(root, backward_part, rederive=True)
         x = self.latest[a]
-        if root is a or root.op in ("placeholder", "get_attr") or self.based_on.get(x) is self.latest[root]:
+        if root is a or root.op in ("placeholder", "get_attr"):
             return x
+        if self.based_on.get(x) is self.latest[root] and not (backward_part and self.part.get(x) is False):
+            return x
+        # a view is never saved: its base is, and the backward takes the view again (inductor
+        # assumes a saved tensor starts where its storage does, so a view's offset would be lost)
         return self.run(a, backward_part, rederive=True)
 
     def _stale(self, a: fx.Node) -> bool:
@@ -279,6 +284,13 @@ class Emitter:
         node.meta["recompiler_origin"] = self._node.name
         self._b.part[node] = self._backward
         return node
+
+    def transpose(self, x: fx.Node) -> fx.Node:
+        """``x`` with its last two dims swapped, as a ``permute`` (a core op: the graphs inductor
+        compiles are already decomposed, so a ``transpose``/``t`` emitted here would not be)."""
+        dims = list(range(x.meta["val"].dim()))
+        dims[-2:] = dims[-1], dims[-2]
+        return self.call(torch.ops.aten.permute.default, x, dims)
 
     def like(self, x: fx.Node, original: fx.Node) -> fx.Node:
         """``x`` laid out with ``original``'s strides (later views in the graph assume them), copied

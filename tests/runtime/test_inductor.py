@@ -152,3 +152,27 @@ def test_bad_compiler_is_one_clear_error():
         make_backend({"compiler": "tvm"})
     with pytest.raises(RecompilerError, match="unknown compiler"):
         capture(nn.Linear(2, 2), (torch.randn(1, 2),), compiler="tvm")
+
+
+class _Attention(nn.Module):
+    """One attention head over a long sequence: the L×L probabilities dominate the peak."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.qkv = nn.Linear(d, 3 * d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return (torch.softmax(q @ k.transpose(-1, -2) * 0.25, -1) @ v).pow(2).mean()
+
+
+def test_lowerings_match_and_apply_under_inductor(inductor_tolerance):
+    torch.manual_seed(0)
+    model, x = _Attention(), torch.randn(2, 512, 16)
+    cap = capture(model, (x,), compiler="inductor")
+    assert [g.kind for g in cap.graph.variant_groups] == ["attention"]  # softmax kept whole for the matcher
+    _, eager = _grads(model, model, x)
+    compiled, session = _compiled(model, budget="20%")
+    _, grads = _grads(model, compiled, x)
+    assert [entry["kind"] for entry in session.graphs[0].lowerings] == ["attention"]
+    assert _rel(grads, eager) <= 1e-4
