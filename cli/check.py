@@ -26,7 +26,7 @@ EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
                    "replayed step without recomputation); pin: computed once (compared with eager). "
                    "A --plan uses its own mode.")
 @click.option("--no-lowerings", is_flag=True, help="Plan recomputation only (no chunked attention). A --plan uses its own.")
-@click.option("--compiler", default="eager", show_default=True,
+@click.option("--compiler", default="inductor", show_default=True,
               help="Compile the planned graphs with inductor or run them eagerly (eager: bit-identical to "
                    "eager PyTorch). A --plan uses its own.")
 def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance, rng,

@@ -28,7 +28,7 @@ MAX_MODULE_ROWS = 25
                    "pin: computed once, on eager's RNG stream.")
 @click.option("--no-lowerings", is_flag=True,
               help="Plan recomputation only: offer the solver no alternative lowering (chunked attention).")
-@click.option("--compiler", default="eager", show_default=True,
+@click.option("--compiler", default="inductor", show_default=True,
               help="What will compile the planned graphs: inductor (fused; percentages are of inductor's own "
                    "step) or eager (fx graphs run node by node; percentages of store-all).")
 def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings,

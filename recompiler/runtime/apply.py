@@ -17,7 +17,7 @@ from .backend import make_backend, unwrap_backend_errors
 
 def compile(model: torch.nn.Module, budget: str | int = "50%", *, solver: str | None = None,
             device_profile: str = "cpu", seed: int = 0, time_limit: float | None = None,
-            allow_approx: bool = False, rng: str = DEFAULT_RNG, compiler: str = "eager", **torch_compile_kwargs):
+            allow_approx: bool = False, rng: str = DEFAULT_RNG, compiler: str = "inductor", **torch_compile_kwargs):
     """``torch.compile`` with the recompiler backend; the plans land in ``result.recompiler_session``.
 
     ``rng="replay"`` lets plans recompute random ops (each draws a seed and replays it bit for bit);

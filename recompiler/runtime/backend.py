@@ -13,12 +13,12 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
                    ``rng`` mode and lowerings apply)
 ``lowerings``      ``True`` (default): the solver may pick the registry's alternative lowerings
                    (``recompiler.lowerings``: chunked attention); ``False``: every node as traced
-``compiler``       ``"eager"`` (default for now): the fx graphs run node by node, bit-identical to
-                   eager PyTorch; ``"inductor"``: the planned forward and backward are compiled by
-                   inductor, which plans the graph its partitioner receives (after its joint-graph
-                   passes), costed as inductor fuses it. Not yet the default: inductor's scheduler
-                   may run a plan's recomputations together (they are independent nodes to it),
-                   so deep plans can measure above their prediction — ``recompile check`` shows it
+``compiler``       ``"inductor"`` (default): the planned forward and backward are compiled by
+                   inductor; what is planned is the graph its partitioner receives (after its
+                   joint-graph passes, with softmax, log-softmax, NLL and dropout kept whole for
+                   the lowerings), costed as inductor fuses it (``recompiler.frontend.fusion``),
+                   and inductor's fusion is kept to the plan's order. ``"eager"``: the fx graphs
+                   run node by node, bit-identical to eager PyTorch (debugging, exactness tests)
 
 **What a percentage means.** ``"50%"`` is half of what the step would use without
 recompiler under the same compiler: under inductor, inductor's own default partition
@@ -88,7 +88,7 @@ class BackendOptions:
     """Offer the solver the alternative lowerings of :mod:`recompiler.lowerings`."""
     variants: tuple | None = None
     """Internal (``check_step``'s reference): per graph, the variant to run with the store-all schedule."""
-    compiler: str = "eager"
+    compiler: str = "inductor"
     """``"inductor"``: compile the planned graphs with inductor; ``"eager"``: run them node by node."""
 
     @classmethod

@@ -114,7 +114,7 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
                solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
                time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
                device: str = "cpu", rng: str = DEFAULT_RNG, lowerings: bool = True,
-               compiler: str = "eager") -> CheckReport:
+               compiler: str = "inductor") -> CheckReport:
     """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
 
     The model's state (parameters, BatchNorm statistics) is restored before every step, and
@@ -124,11 +124,11 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     eager's stream, so the reference is then the same replayed graph run with no
     recomputation (the ``store-all`` schedule) — a plan must not change a single number of it.
 
-    ``compiler="inductor"`` compiles the planned graphs with
+    ``compiler="inductor"`` (the default, as in the backend) compiles the planned graphs with
     inductor; memory is then measured with the profiler (:class:`~.memory.ProfilerTracker`) for
-    every step, the eager one included. Random ops under inductor draw from inductor's seeds, so
-    the reference is inductor's own default partition of the same graph. ``"eager"`` (the default, as in
-    the backend) runs them node by node (bit-identical to eager PyTorch without random ops).
+    every step, the eager one included, and the reference is inductor's own default partition of
+    the same graph. ``"eager"`` runs them node by node (bit-identical to eager PyTorch without
+    random ops).
     """
     import torch._dynamo
 

@@ -55,7 +55,7 @@ def test_plan_example_writes_a_plan_that_resimulates(tmp_path):
     from recompiler.simulate import simulate
 
     spec = load_model_file(EXAMPLES / "mlp.py")
-    assert stats["compiler"] == "eager"  # the default, as in the backend
+    assert stats["compiler"] == "inductor"  # the default, as in the backend
     cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, compiler=stats["compiler"])
     from recompiler.frontend.fusion import charge_named
 
