@@ -106,10 +106,7 @@ def tensor_bytes(val) -> int:
 #: Bytes an op allocates and frees inside itself (its per-chunk temporaries), by qualified op
 #: name: ``fn(*args, **kwargs) -> bytes`` over the node's fake arguments. Aten kernels are
 #: counted by their outputs only; our own Python ops register theirs where they are defined.
-WORKSPACE: dict = {
-    # CPU: ``grad * mask * scale``, the first product a temporary of the gradient's size
-    "aten::native_dropout_backward": lambda grad, *_, **__: tensor_bytes(grad),
-}
+WORKSPACE: dict = {}
 
 
 def workspace_bytes(node: torch.fx.Node) -> int:
