@@ -344,7 +344,8 @@ def module_path(node: torch.fx.Node) -> str:
     return clean_module_path(str(raw))
 
 
-def _is_tangent(node: torch.fx.Node) -> bool:
+def is_tangent(node: torch.fx.Node) -> bool:
+    """A tangent placeholder of the joint graph (the gradient of a forward output)."""
     return node.op == "placeholder" and node.name.startswith("tangents")
 
 
@@ -353,8 +354,7 @@ def depends_on_tangents(nodes: list[torch.fx.Node]) -> list[bool]:
     (placeholders, tangents included, are False: they are never computed)."""
     marked: set[torch.fx.Node] = set()
     for x in nodes:
-        if (x.op == "placeholder" and "tangents" in x.name) or (
-                x.op != "placeholder" and any(a in marked for a in x.all_input_nodes)):
+        if is_tangent(x) or (x.op != "placeholder" and any(a in marked for a in x.all_input_nodes)):
             marked.add(x)
     return [x in marked and x.op != "placeholder" for x in nodes]
 
@@ -369,11 +369,9 @@ def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
     maps a schedule's ids back to fx nodes through this same function.
     """
     nodes = [n for n in joint.graph.nodes if n.op != "output"]
-    reads: set[torch.fx.Node] = set()
-    for n in nodes:
-        if _is_tangent(n) or any(a in reads for a in n.all_input_nodes):
-            reads.add(n)
-    first = next((i for i, n in enumerate(nodes) if n in reads and n.op != "placeholder"), len(nodes))
+    tangent = depends_on_tangents(nodes)
+    reads = {n for n, t in zip(nodes, tangent) if t}
+    first = next((i for i, t in enumerate(tangent) if t), len(nodes))
     tail = set(nodes[first:])
     early: set[torch.fx.Node] = set()
     stack = [n for n in nodes[first:] if n not in reads and is_mutating(n)]
@@ -476,12 +474,10 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     # mutation's result is a zero-byte alias of an input.
     leaves = [a for a in torch.utils._pytree.tree_leaves(out_node.args[0]) if isinstance(a, torch.fx.Node)]
     fwd_outputs = {j for a in leaves[:num_fwd_outputs] for j in (ids[a], root[ids[a]]) if not is_input[j]}
-    reads_tangent = np.zeros(n, dtype=bool)
-    for i, node in enumerate(nodes):
-        reads_tangent[i] = _is_tangent(node) or any(reads_tangent[ids[a]] for a in node.all_input_nodes)
+    reads_tangent = depends_on_tangents(nodes)
     fwd_outputs |= {i for i, node in enumerate(nodes) if is_mutating(node) and not reads_tangent[i]}
     for i, node in enumerate(nodes):
-        if any(_is_tangent(a) for a in node.all_input_nodes):
+        if any(is_tangent(a) for a in node.all_input_nodes):
             # ordered_nodes puts all of these before any tangent reader, so j < i holds
             deps[i] = sorted(set(deps[i]) | fwd_outputs)
 

@@ -37,7 +37,7 @@ import torch.fx as fx
 from torch._functorch.partitioners import _extract_fwd_bwd_modules
 
 from ..errors import RecompilerError
-from ..frontend.capture import depends_on_tangents, is_random, is_view, ordered_nodes
+from ..frontend.capture import depends_on_tangents, is_random, is_tangent, is_view, ordered_nodes
 
 
 class PlanMismatch(RecompilerError):
@@ -52,10 +52,6 @@ class Partitioned:
     bw_module: fx.GraphModule
     saved: list[str]
     recomputed: int
-
-
-def _is_tangent(node: fx.Node) -> bool:
-    return node.op == "placeholder" and "tangents" in node.name
 
 
 def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, schedule: Sequence[int],
@@ -139,11 +135,11 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
     for x in new.nodes:
         if occurrence_part.get(x):
             for a in x.all_input_nodes:
-                if (occurrence_part.get(a) is False) or (a.op in ("placeholder", "get_attr") and not _is_tangent(a)):
+                if (occurrence_part.get(a) is False) or (a.op in ("placeholder", "get_attr") and not is_tangent(a)):
                     saved.setdefault(a, None)
     for a in fx.node.map_aggregate(new_out.args[0][num_fwd_outputs:], lambda a: a):
         # a gradient computed in the forward part (or an input passed through) is saved too
-        if isinstance(a, fx.Node) and not occurrence_part.get(a, True) and not _is_tangent(a):
+        if isinstance(a, fx.Node) and not occurrence_part.get(a, True) and not is_tangent(a):
             saved.setdefault(a, None)
 
     rebuilt = fx.GraphModule(joint, new)
