@@ -562,8 +562,32 @@ KEPT_WHOLE = ("_softmax", "_safe_softmax", "_log_softmax", "_softmax_backward_da
 def _decompositions() -> dict:
     from torch._inductor.decomposition import select_decomp_table
 
+    _register_kept_whole_fallbacks()
     kept = {getattr(torch.ops.aten, name).default for name in KEPT_WHOLE}
     return {op: fn for op, fn in select_decomp_table().items() if op not in kept}
+
+
+def _register_kept_whole_fallbacks() -> None:
+    """Give every op of :data:`KEPT_WHOLE` that inductor has no lowering for an aten-kernel fallback.
+
+    Inductor would create these fallbacks itself, on first sight, but where the environment sets
+    ``CI`` (GitHub Actions and most CI systems do) its implicit fallback for an op that has a
+    decomposition is an error meant for PyTorch's own CI ("a decomposition exists, we should
+    switch to it"). Registered here with ``override_decomp``, as inductor's own allow-list does,
+    and with the layout rule inductor's implicit fallback picks: contiguous inputs for backward
+    kernels, the op's default tag otherwise. Ops decomposed as usual never reach these lowerings.
+    """
+    from torch._inductor import lowering
+
+    for name in KEPT_WHOLE:
+        op = getattr(torch.ops.aten, name).default
+        if op in lowering.lowerings:
+            continue
+        if name.endswith("backward") or name.endswith("backward_data"):
+            constraint = lowering.require_contiguous
+        else:
+            constraint = lowering.tag_to_layout_constraint(lowering.get_layout_constraint_tag(op, with_default=True))
+        lowering.make_fallback(op, layout_constraint=constraint, warn=False, override_decomp=True)
 
 
 def _compile_planned(*args, **kwargs):
