@@ -55,7 +55,6 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         from recompiler.frontend.capture import capture
         from recompiler.frontend.modelfile import load_model_file
         from recompiler.simulate import baseline
-        from recompiler.solvers import solve
 
         start = time.perf_counter()
         with status(f"loading {model_file}"):
@@ -74,13 +73,10 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         # spend its whole time limit on the impossible; the plan still records the user's budget.
         target = max(budget_bytes, floor)
         with status(f"solving {graph.name} ({graph.n} nodes)"):
-            if compiler == "inductor":
-                from recompiler.frontend.fusion import solve_fused
+            from recompiler.frontend.solve import solve_captured
 
-                plan = solve_fused(cap, target, solver, seed=seed, time_limit=time_limit)
-                graph = cap.graph  # the fusion rounds may have charged nodes the plan saves
-            else:
-                plan = solve(graph, target, solver, seed=seed, time_limit=time_limit)
+            plan = solve_captured(cap, target, solver, seed=seed, time_limit=time_limit)
+            graph = cap.graph  # under inductor the fusion rounds may have charged nodes the plan saves
         if target != budget_bytes:
             plan.stats["solved_for_bytes"] = target
             plan.budget_bytes, plan.feasible = budget_bytes, plan.peak_bytes <= budget_bytes

@@ -75,6 +75,11 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     c.local_rotate = config["local_rotate"].cast<double>();
     c.near_use = config["near_use"].cast<double>();
     c.over_weight = config["over_weight"].cast<double>();
+    if (config.contains("initial_schedule")) {
+        c.initial_schedule = config["initial_schedule"].cast<std::vector<int>>();
+        c.initial_variant = config["initial_variant"].cast<std::vector<int>>();
+        c.initial_temperature = config["initial_temperature"].cast<double>();
+    }
     FastSAResult r;
     {
         py::gil_scoped_release release;
@@ -99,6 +104,7 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     out["thread_seconds"] = r.thread_seconds;
     out["timed_out"] = r.timed_out;
     out["stage1_met_budget"] = r.stage1_met_budget;
+    out["from_initial"] = r.from_initial;
     return out;
 }
 

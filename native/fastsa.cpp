@@ -632,7 +632,8 @@ struct RestartResult {
 
 RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& groups, int64_t budget,
                           const FastSAConfig& cfg, uint64_t seed, const std::vector<int>& variant0,
-                          bool grouping, bool has_deadline, Clock::time_point deadline) {
+                          bool grouping, bool has_deadline, Clock::time_point deadline,
+                          const std::vector<int>* initial = nullptr) {
     const auto start = Clock::now();
     const double cpu_start = thread_cpu_seconds();
     RestartResult out;
@@ -640,58 +641,65 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
     std::vector<int> variant = variant0;
     const Resolved r = resolve(g, groups, variant);
 
-    // Stage 1: grouped ops, the original order spread over the slots; stops once the budget is met.
-    OpSet ops1 = grouping ? grouped_ops(g, r, std::max(1, cfg.max_group_size)) : base_ops(g, r);
-    std::vector<int> order1;
-    for (int v = 0; v < g.n; ++v)
-        if (ops1.exists[v]) order1.push_back(v);
-    out.groups = int(order1.size());
-    if (order1.empty()) {
-        out.best.has = true;
-        out.best.feasible = g.always_live <= budget;
-        out.best.peak = g.always_live;
-        out.best.variant = variant;
-        return out;
-    }
-    const int64_t T1 = auto_slots(int64_t(order1.size()), cfg.slots);
-    auto s1 = std::make_unique<State>(std::move(ops1), order1, T1, g.always_live, budget);
-    // The paper's h_i is 0.1% of the initial objective, tuned on graphs of thousands of nodes; on
-    // small graphs one node is a far larger share of the cost, so h_i is at least the objective
-    // change of adding one average op (same as the paper's from ~1000 ops up).
-    const double h_i = std::max(1e-3, 1.0 / double(order1.size())) * std::max(s1->objective(), 1e-300);
-    const double h_f = 1e-4 * h_i;
-    // Stage 1 may use most of the time left, stage 2 always gets a share.
-    Clock::time_point dl1 = deadline;
-    if (has_deadline) dl1 = start + (deadline - start) * 7 / 10;
-    // The true peak of a grouped state: expand its groups and simulate.
-    Graph gv = g;
-    for (int v = 0; v < g.n; ++v) gv.dep_ptr[v + 1] = gv.dep_ptr[v] + int(r.deps[v].size());
-    gv.dep_idx.clear();
-    for (int v = 0; v < g.n; ++v) gv.dep_idx.insert(gv.dep_idx.end(), r.deps[v].begin(), r.deps[v].end());
-    gv.compute = r.compute;
-    gv.memory = r.memory;
-    std::vector<int> expanded;
-    const ExactCheck exact = [&](const State& s) {
-        expanded.clear();
-        for (int op : s.sequence())
-            for (int x : s.ops.seq[op]) expanded.push_back(x);
-        const SimOutcome o = simulate(gv, expanded.data(), int64_t(expanded.size()), false);
-        return o.error == kOk && o.peak <= budget;
-    };
-    int64_t n_nodes = 0;
-    for (int v = 0; v < g.n; ++v) n_nodes += !g.is_input[v];
-    const int64_t iters1 = cfg.stage1_iterations > 0
-                               ? cfg.stage1_iterations
-                               : std::min<int64_t>(20000000, std::max<int64_t>(2000000, 20000 * n_nodes));
-    StageRun st1 = anneal(*s1, rng, iters1, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr,
-                          cfg.local_rotate, cfg.near_use, grouping ? &exact : nullptr);
-    const double temp2 = st1.iterations >= iters1 ? h_f : st1.final_temp;
-
-    // Ungroup: each group expands into its nodes; stage 2 anneals the exact problem.
+    // Stage 1 (skipped when starting from a given schedule): grouped ops, the original order spread
+    // over the slots; stops once the budget is met.
     std::vector<int> order2;
-    for (int op : s1->sequence())
-        for (int x : s1->ops.seq[op]) order2.push_back(x);
-    s1.reset();
+    double temp2 = 0.0;
+    StageRun st1;
+    if (initial) {
+        order2 = *initial;
+    } else {
+        OpSet ops1 = grouping ? grouped_ops(g, r, std::max(1, cfg.max_group_size)) : base_ops(g, r);
+        std::vector<int> order1;
+        for (int v = 0; v < g.n; ++v)
+            if (ops1.exists[v]) order1.push_back(v);
+        out.groups = int(order1.size());
+        if (order1.empty()) {
+            out.best.has = true;
+            out.best.feasible = g.always_live <= budget;
+            out.best.peak = g.always_live;
+            out.best.variant = variant;
+            return out;
+        }
+        const int64_t T1 = auto_slots(int64_t(order1.size()), cfg.slots);
+        auto s1 = std::make_unique<State>(std::move(ops1), order1, T1, g.always_live, budget);
+        // The paper's h_i is 0.1% of the initial objective, tuned on graphs of thousands of nodes; on
+        // small graphs one node is a far larger share of the cost, so h_i is at least the objective
+        // change of adding one average op (same as the paper's from ~1000 ops up).
+        const double h_i = std::max(1e-3, 1.0 / double(order1.size())) * std::max(s1->objective(), 1e-300);
+        const double h_f = 1e-4 * h_i;
+        // Stage 1 may use most of the time left, stage 2 always gets a share.
+        Clock::time_point dl1 = deadline;
+        if (has_deadline) dl1 = start + (deadline - start) * 7 / 10;
+        // The true peak of a grouped state: expand its groups and simulate.
+        Graph gv = g;
+        for (int v = 0; v < g.n; ++v) gv.dep_ptr[v + 1] = gv.dep_ptr[v] + int(r.deps[v].size());
+        gv.dep_idx.clear();
+        for (int v = 0; v < g.n; ++v) gv.dep_idx.insert(gv.dep_idx.end(), r.deps[v].begin(), r.deps[v].end());
+        gv.compute = r.compute;
+        gv.memory = r.memory;
+        std::vector<int> expanded;
+        const ExactCheck exact = [&](const State& s) {
+            expanded.clear();
+            for (int op : s.sequence())
+                for (int x : s.ops.seq[op]) expanded.push_back(x);
+            const SimOutcome o = simulate(gv, expanded.data(), int64_t(expanded.size()), false);
+            return o.error == kOk && o.peak <= budget;
+        };
+        int64_t n_nodes = 0;
+        for (int v = 0; v < g.n; ++v) n_nodes += !g.is_input[v];
+        const int64_t iters1 = cfg.stage1_iterations > 0
+                                   ? cfg.stage1_iterations
+                                   : std::min<int64_t>(20000000, std::max<int64_t>(2000000, 20000 * n_nodes));
+        st1 = anneal(*s1, rng, iters1, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr,
+                     cfg.local_rotate, cfg.near_use, grouping ? &exact : nullptr);
+        temp2 = st1.iterations >= iters1 ? h_f : st1.final_temp;
+
+        // Ungroup: each group expands into its nodes; stage 2 anneals the exact problem.
+        for (int op : s1->sequence())
+            for (int x : s1->ops.seq[op]) order2.push_back(x);
+        s1.reset();
+    }
     OpSet ops2 = base_ops(g, r);
     // Input lists of every variant option, for the switch move.
     VariantMoves vm;
@@ -723,6 +731,12 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
     s2.over_weight = cfg.over_weight;
     int64_t n_sched = 0;
     for (int v = 0; v < g.n; ++v) n_sched += !g.is_input[v];
+    if (initial) {
+        // Refine the given schedule: stage 1's h_i rule on its objective, scaled down so that the
+        // walk stays near the start instead of forgetting it.
+        const double h = std::max(1e-3, 1.0 / double(std::max<int64_t>(1, n_sched))) * std::max(s2.objective(), 1e-300);
+        temp2 = cfg.initial_temperature * h;
+    }
     const int64_t iters2 = cfg.stage2_iterations > 0 ? cfg.stage2_iterations
                                                      : std::max<int64_t>(2000000, 8000 * n_sched);
     StageRun st2 = anneal(s2, rng, iters2, temp2, temp2 * 1e-4, false, has_deadline, deadline,
@@ -765,7 +779,7 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
     for (int v = 0; v < g.n; ++v) n_sched += !g.is_input[v];
     // Small graphs anneal fast and gain most from extra restarts.
     const int R = cfg.restarts > 0 ? cfg.restarts : (n_sched <= 200 ? 4 : 2);
-    const int threads = std::max(1, std::min(cfg.threads, R));
+    const int threads = std::max(1, std::min(cfg.threads, R + (cfg.initial_schedule.empty() ? 0 : 1)));
 
     // Initial variants: option 0 everywhere; odd restarts start from the leanest allowed options.
     std::vector<int> plain(groups.size(), 0), lean(groups.size(), 0);
@@ -781,10 +795,13 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
         }
     }
 
-    std::vector<RestartResult> results(R);
+    // One more restart, last, refines the given initial schedule (it skips stage 1).
+    const bool seeded = !cfg.initial_schedule.empty();
+    const int runs = R + (seeded ? 1 : 0);
+    std::vector<RestartResult> results(runs);
     auto worker = [&](int tid) {
         std::vector<int> mine;
-        for (int r = tid; r < R; r += threads) mine.push_back(r);
+        for (int r = tid; r < runs; r += threads) mine.push_back(r);
         for (size_t k = 0; k < mine.size(); ++k) {
             const int r = mine[k];
             Clock::time_point dl = deadline;
@@ -795,6 +812,11 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
             // Restarts differ in how they start: with grouping (even r) or without (odd r; the
             // grouped model over-counts memory inside groups, which can stall stage 1 on small
             // graphs), and from option 0 or the leanest options (r % 4 in {1, 2}).
+            if (r == R) {
+                results[r] = run_restart(g, groups, budget, cfg, restart_seed(cfg.seed, r), cfg.initial_variant,
+                                         false, has_deadline, dl, &cfg.initial_schedule);
+                continue;
+            }
             const bool use_lean = (r % 4 == 1 || r % 4 == 2) && lean != plain;
             const bool grouping = cfg.grouping && (r % 2 == 0 || R == 1);
             results[r] = run_restart(g, groups, budget, cfg, restart_seed(cfg.seed, r), use_lean ? lean : plain,
@@ -811,7 +833,7 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
 
     FastSAResult out;
     int bi = -1;
-    for (int r = 0; r < R; ++r) {
+    for (int r = 0; r < runs; ++r) {
         const Best& b = results[r].best;
         out.iterations += results[r].iterations;
         out.accepted += results[r].accepted;
@@ -840,6 +862,7 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
         out.slots = w.slots;
         out.groups = w.groups;
         out.stage1_met_budget = w.met;
+        out.from_initial = bi == R;
     }
     out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     return out;

@@ -39,6 +39,12 @@ struct FastSAConfig {
     double local_rotate = 0.9;             // share of rotate moves that stay near their slot
     double near_use = 0.5;                 // share of add moves placed just before a use of the node
     double over_weight = 10.0;             // stage 2: extra weight of bytes over the budget in the objective
+    // A valid schedule (node ids, recomputations repeated) to start one extra restart from: it
+    // skips stage 1 and refines this schedule in stage 2 at a low temperature, so the result is
+    // never worse than it. Empty = no such restart. initial_variant: its option per group.
+    std::vector<int> initial_schedule;
+    std::vector<int> initial_variant;
+    double initial_temperature = 0.1;      // stage 2's starting temperature there, as a share of stage 1's h_i
 };
 
 struct FastSAResult {
@@ -60,6 +66,7 @@ struct FastSAResult {
     double thread_seconds = 0.0; // wall time of each restart, summed
     bool timed_out = false;
     bool stage1_met_budget = false;
+    bool from_initial = false;   // the kept plan came from the restart seeded with initial_schedule
 };
 
 // Run FastSA on `g` (option 0 of every variant group already applied) under `budget` bytes

@@ -42,6 +42,7 @@ True
 from __future__ import annotations
 
 import operator
+import time
 
 import torch
 import torch.fx
@@ -269,12 +270,16 @@ def solve_fused(captured, budget, solver=None, **options):
     if isinstance(budget, str):
         budget = parse_budget(budget, baseline_peak=reference.peak_bytes)
     plans = []
+    limit = options.pop("time_limit", None)
+    deadline = None if limit is None else time.perf_counter() + limit
     for _ in range(MAX_ROUNDS):
+        if deadline is not None:   # the time limit covers every round; a later round gets what is left
+            options["time_limit"] = max(deadline - time.perf_counter(), 0.05 * limit)
         plan = solve(captured.graph, budget, solver, **options)
         plans.append(plan)
         leaks = saved_inlined(captured, plan.schedule, plan.variant)
         charge(captured, leaks)
-        if not leaks:
+        if not leaks or (deadline is not None and time.perf_counter() >= deadline):
             break
     if len(plans) > 1:
         judged = [make_plan(captured.graph, p.schedule, solver=p.solver, budget_bytes=budget, variant=p.variant,

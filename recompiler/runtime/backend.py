@@ -186,8 +186,6 @@ def _check_fits(plan: Plan, path: str, captured) -> Plan:
 
 
 def _solve_for(session: Session, captured) -> Plan:
-    from ..solvers import solve
-
     opts = session.options
     if opts.variants is not None:
         from ..plan import make_plan
@@ -203,13 +201,10 @@ def _solve_for(session: Session, captured) -> Plan:
     if not isinstance(opts.budget, str) and session.graphs:
         warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
                       "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
-    if captured.compiler == "inductor":
-        from ..frontend.fusion import solve_fused
+    from ..frontend.solve import solve_captured
 
-        return solve_fused(captured, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
-                           allow_approx=opts.allow_approx)
-    return solve(captured.graph, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
-                 allow_approx=opts.allow_approx)
+    return solve_captured(captured, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
+                          allow_approx=opts.allow_approx)
 
 
 def _partition_fn(session: Session):

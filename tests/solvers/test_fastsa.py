@@ -304,3 +304,60 @@ def test_config_dataclass_and_option_errors():
 
 def test_fastsa_is_the_default_solver():
     assert DEFAULT_SOLVER == "fastsa"
+
+
+# --------------------------------------------------------------------------- never worse than a baseline
+
+
+def test_never_worse_than_the_baselines_on_a_graph_where_plain_annealing_loses():
+    # segnet at its floor: stage 1's grouped start meets the budget at once with every group
+    # copying its producers (+2900% cost), and stage 2 cannot undo that one node at a time.
+    from bench_models.shared_graphs import graph_path
+    from recompiler.graph_io import read_graph
+
+    g = read_graph(graph_path("segnet"))
+    budget = g.floor()
+    plain = solve(g, budget, "fastsa", baselines=False)
+    plan = solve(g, budget, "fastsa")
+    feasible = {k: v["cost"] for k, v in plan.stats["baselines"].items() if v["feasible"]}
+    assert plain.feasible and plan.feasible
+    assert plain.cost > 2 * min(feasible.values())          # the case this rule exists for
+    assert plan.cost <= min(feasible.values()) * (1 + 1e-12)
+    assert plan.cost < plain.cost / 10
+    assert plan.stats["won"].startswith("fastsa from ") and plan.stats["seeded_from"] in feasible
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(4, 40), seed=st.integers(0, 10**6), frac=st.floats(0.3, 0.95))
+def test_no_feasible_baseline_is_cheaper_than_fastsa(n, seed, frac):
+    from recompiler.solvers.chen import chen_greedy
+    from recompiler.solvers.greedy_evict import greedy_evict
+
+    g = random_layered(n, seed=seed)
+    budget = int(frac * baseline(g).peak_bytes)
+    plan = solve(g, budget, "fastsa", seed=seed, **QUICK)
+    simulate_reference(g, plan.schedule)  # valid for the independent simulator too
+    for other in (chen_greedy(g, budget), greedy_evict(g, budget)):
+        r = simulate(g, other.schedule)
+        if r.peak_bytes <= budget:
+            assert plan.feasible and plan.cost <= r.cost * (1 + 1e-12)
+
+
+def test_a_given_start_is_refined_and_an_invalid_one_ignored():
+    g = training_chain(24)
+    budget = int(0.5 * baseline(g).peak_bytes)
+    given = solve(g, budget, "chen-greedy")
+    plan = solve(g, budget, "fastsa", starts={"mine": given.schedule, "broken": [0, 0, 0]}, **QUICK)
+    assert "mine" in plan.stats["baselines"] and "broken" not in plan.stats["baselines"]
+    assert plan.cost <= given.cost * (1 + 1e-12)
+    # the seeded restart alone (no restarts from scratch can win) is never worse than its start
+    r = fastsa(g, budget, restarts=1, stage1_iterations=1, stage2_iterations=1, starts={"mine": given.schedule})
+    assert simulate(g, r.schedule).cost <= given.cost * (1 + 1e-12)
+
+
+def test_baselines_can_be_turned_off():
+    g = training_chain(12)
+    plan = solve(g, "60%", "fastsa", baselines=False, **QUICK)
+    assert plan.stats["baselines"] == {} and plan.stats["seeded_from"] is None and plan.stats["won"] == "fastsa"
+    with pytest.raises(SolverOptionError, match="baseline_share"):
+        solve(g, "60%", "fastsa", baseline_share=2.0)
