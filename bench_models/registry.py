@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
-SIZES = ("ci", "full")
+SIZES = ("ci", "full", "paper")
 
 
 def _machine_setup() -> None:
@@ -204,6 +204,110 @@ def _mistral(size: str):
     return model, {"input_ids": ids, "labels": ids}
 
 
+# --------------------------------------------------------------------------- the FastSA paper's suite
+#: The FastSA paper's model families at its sizes (vision batch 512 at 224x224; text batch 128 x 512
+#: tokens with a sequence-classification head; LMs batch 8 x 2048, GPT-2 8 x 1024), built on the
+#: meta device: planned only, no memory. The paper's exact per-model list (its Tables 3-5) is not
+#: in this repository; these are the same kinds of models at its sizes, up to the largest it names.
+PAPER_VISION = ["resnet50", "resnet152", "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenetv3_large_100",
+                "regnety_040", "convnext_tiny", "convnext_base", "vit_small_patch16_224", "vit_base_patch16_224",
+                "deit_base_patch16_224", "swin_tiny_patch4_window7_224"]
+PAPER_VISION_BATCH = 512
+PAPER_TEXT_TOKENS = (128, 512)
+PAPER_LM_TOKENS = (8, 2048)
+PAPER_GPT2_TOKENS = (8, 1024)
+
+
+def _meta_tokens(vocab: int, shape: tuple[int, int]):
+    import torch
+
+    with torch.device("meta"):
+        return torch.empty(shape, dtype=torch.long)
+
+
+def _paper_timm(arch: str):
+    def build():
+        _machine_setup()
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False)
+            x = torch.empty(PAPER_VISION_BATCH, 3, 224, 224)
+        return model.train(), (x,)
+
+    return build
+
+
+def _paper_text(config_name: str, model_name: str, **config):
+    def build():
+        _machine_setup()
+        import torch
+        import transformers
+
+        cfg = getattr(transformers, config_name)(num_labels=2, **config)
+        with torch.device("meta"):
+            model = getattr(transformers, model_name)(cfg).train()
+            labels = torch.empty(PAPER_TEXT_TOKENS[0], dtype=torch.long)
+        return model, {"input_ids": _meta_tokens(cfg.vocab_size, PAPER_TEXT_TOKENS), "labels": labels}
+
+    return build
+
+
+def _paper_lm(config_name: str, model_name: str, tokens=PAPER_LM_TOKENS, **config):
+    def build():
+        _machine_setup()
+        import torch
+        import transformers
+
+        cfg = getattr(transformers, config_name)(use_cache=False, **config)
+        with torch.device("meta"):
+            model = getattr(transformers, model_name)(cfg).train()
+        if hasattr(model, "loss_type"):
+            model.loss_type = "ForCausalLM"  # avoids a dynamo graph break on the warning for None
+        ids = _meta_tokens(cfg.vocab_size, tokens)
+        return model, {"input_ids": ids, "labels": ids}
+
+    return build
+
+
+_TEXT = f"sequence classification, batch {PAPER_TEXT_TOKENS[0]} x {PAPER_TEXT_TOKENS[1]} tokens, meta device"
+_LM = f"batch {PAPER_LM_TOKENS[0]} x {PAPER_LM_TOKENS[1]} tokens, meta device"
+_GPT_NEO = dict(vocab_size=50257, max_position_embeddings=2048)
+PAPER_MODELS: dict[str, tuple[str, Callable]] = {
+    **{f"paper:{a}": (f"timm {a}, batch {PAPER_VISION_BATCH}, 224x224, meta device", _paper_timm(a))
+       for a in PAPER_VISION},
+    "paper:bert-base": (f"BERT base, {_TEXT}", _paper_text("BertConfig", "BertForSequenceClassification")),
+    "paper:roberta-base": (f"RoBERTa base, {_TEXT}", _paper_text(
+        "RobertaConfig", "RobertaForSequenceClassification", vocab_size=50265, max_position_embeddings=514,
+        pad_token_id=1)),
+    "paper:albert-base": (f"ALBERT base, {_TEXT}", _paper_text(
+        "AlbertConfig", "AlbertForSequenceClassification", hidden_size=768, num_attention_heads=12,
+        intermediate_size=3072)),
+    "paper:distilbert-base": (f"DistilBERT base, {_TEXT}", _paper_text(
+        "DistilBertConfig", "DistilBertForSequenceClassification")),
+    "paper:gpt2": (f"GPT-2 small, batch {PAPER_GPT2_TOKENS[0]} x {PAPER_GPT2_TOKENS[1]} tokens, meta device",
+                   _paper_lm("GPT2Config", "GPT2LMHeadModel", tokens=PAPER_GPT2_TOKENS)),
+    "paper:gpt-neo-1.3b": (f"GPT-Neo 1.3B, {_LM}", _paper_lm(
+        "GPTNeoConfig", "GPTNeoForCausalLM", hidden_size=2048, num_layers=24, num_heads=16,
+        attention_types=[[["global", "local"], 12]], **_GPT_NEO)),
+    "paper:gpt-neo-2.7b": (f"GPT-Neo 2.7B, {_LM}", _paper_lm(
+        "GPTNeoConfig", "GPTNeoForCausalLM", hidden_size=2560, num_layers=32, num_heads=20,
+        attention_types=[[["global", "local"], 16]], **_GPT_NEO)),
+    "paper:bloom-1b1": (f"BLOOM 1.1B, {_LM}", _paper_lm(
+        "BloomConfig", "BloomForCausalLM", vocab_size=250880, hidden_size=1536, n_layer=24, n_head=16)),
+    "paper:bloom-3b": (f"BLOOM 3B, {_LM}", _paper_lm(
+        "BloomConfig", "BloomForCausalLM", vocab_size=250880, hidden_size=2560, n_layer=30, n_head=32)),
+    "paper:opt-1.3b": (f"OPT 1.3B, {_LM}", _paper_lm(
+        "OPTConfig", "OPTForCausalLM", hidden_size=2048, ffn_dim=8192, num_hidden_layers=24, num_attention_heads=32,
+        word_embed_proj_dim=2048, max_position_embeddings=2048)),
+    "paper:opt-6.7b": (f"OPT 6.7B, {_LM}", _paper_lm(
+        "OPTConfig", "OPTForCausalLM", hidden_size=4096, ffn_dim=16384, num_hidden_layers=32, num_attention_heads=32,
+        word_embed_proj_dim=4096, max_position_embeddings=2048)),
+    "paper:llama-7b": (f"LLaMA-7B (LlamaConfig() defaults), {_LM}", _paper_lm("LlamaConfig", "LlamaForCausalLM")),
+}
+
+
 _CI_HF = f"batch {CI_TOKENS[0]}, {CI_TOKENS[1]} tokens"
 _FULL_HF = f"batch {FULL_TOKENS[0]}, {FULL_TOKENS[1]} tokens"
 
@@ -240,17 +344,20 @@ def _shared_entries() -> dict[str, BenchModel]:
 
 
 MODELS.update(_shared_entries())
+MODELS.update({name: BenchModel(name, "paper", {"paper": what}, lambda size, build=build: build())
+               for name, (what, build) in PAPER_MODELS.items()})
 
-FX_MODELS = [m for m in MODELS if MODELS[m].has_fx]
+FX_MODELS = [m for m in MODELS if MODELS[m].kind in ("timm", "hf")]
 SHARED_MODELS = [m for m in MODELS if not MODELS[m].has_fx]
 #: The models each suite runs by default (the shared graphs are the same at both sizes).
 #: ci leaves out the two largest random layered graphs (500 and 1000 nodes: greedy-evict alone takes
 #: ~10 s on them here), to keep the ci suite inside pytest at a few minutes.
-SUITES: dict[str, list[str]] = {"ci": [m for m in MODELS if m not in ("graph:RL3", "graph:RL4")],
-                                "full": list(MODELS)}
+SUITES: dict[str, list[str]] = {"ci": [m for m in MODELS if m not in ("graph:RL3", "graph:RL4") and m not in PAPER_MODELS],
+                                "full": [m for m in MODELS if m not in PAPER_MODELS],
+                                "paper": list(PAPER_MODELS)}
 #: Default budgets per suite (% of the store-all peak). The ci models are small, so parameters and
 #: gradients put their floor near 45-65% of the peak: 80% and 60% test both sides of it.
-SUITE_BUDGETS: dict[str, list[str]] = {"ci": ["80%", "60%"], "full": ["50%", "25%"]}
+SUITE_BUDGETS: dict[str, list[str]] = {"ci": ["80%", "60%"], "full": ["50%", "25%"], "paper": ["50%", "25%"]}
 
 
 def build(name: str, size: str = "full"):
@@ -258,12 +365,18 @@ def build(name: str, size: str = "full"):
     entry = get(name)
     if entry.builder is None:
         raise ValueError(f"{name!r} is a shared node-cost graph, not a PyTorch model")
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
+    if size not in entry.sizes:
+        raise ValueError(f"{name!r} has no size {size!r}: choose one of {', '.join(entry.sizes)}")
     return entry.builder(size)
 
 
+#: ``recompile bench --model-file PATH`` benches the model file at PATH under the name ``file:PATH``.
+FILE_PREFIX = "file:"
+
+
 def get(name: str) -> BenchModel:
+    if name.startswith(FILE_PREFIX):
+        return BenchModel(name, "file", {size: f"model file {name[len(FILE_PREFIX):]}" for size in SIZES})
     if name not in MODELS:
         raise KeyError(f"unknown benchmark model {name!r}; known: {', '.join(MODELS)}")
     return MODELS[name]
@@ -280,8 +393,38 @@ class Loaded:
     load_seconds: float = 0.0
 
 
-def load(name: str, size: str = "ci", *, device_profile: str = "cpu") -> Loaded:
-    """Build and capture ``name`` at ``size`` (fx models), or read its graph file (shared graphs)."""
+#: ``--cost``: the roofline model of the device profile, or one unit per node (the FastSA paper's).
+COSTS = ("roofline", "unit")
+
+
+def unit_costs(graph):
+    """``graph`` with every node costing 1 — in its variant options too (the FastSA paper's unit cost)."""
+    import dataclasses
+
+    import numpy as np
+
+    compute = np.where(graph.is_input, 0.0, 1.0)
+    groups = [dataclasses.replace(vg, options=[dataclasses.replace(o, compute=[1.0] * len(vg.nodes))
+                                               for o in vg.options]) for vg in graph.variant_groups]
+    return dataclasses.replace(graph, compute=compute, variant_groups=groups)
+
+
+def load(name: str, size: str = "ci", *, device_profile: str = "cpu", cost: str = "roofline") -> Loaded:
+    """Build and capture ``name`` at ``size`` (fx models), or read its graph file (shared graphs).
+
+    ``cost="unit"`` gives every node cost 1 (:func:`unit_costs`), as the FastSA paper did.
+    """
+    if cost not in COSTS:
+        raise ValueError(f"unknown cost model {cost!r}: choose one of {', '.join(COSTS)}")
+    loaded = _load(name, size, device_profile)
+    if cost == "unit":
+        loaded.graph = unit_costs(loaded.graph)
+        if loaded.captured is not None:
+            loaded.captured.graph = loaded.graph
+    return loaded
+
+
+def _load(name: str, size: str, device_profile: str) -> Loaded:
     entry = get(name)
     start = time.perf_counter()
     if entry.kind == "shared":
@@ -293,6 +436,13 @@ def load(name: str, size: str = "ci", *, device_profile: str = "cpu") -> Loaded:
         return Loaded(name, size, graph, None, time.perf_counter() - start)
     from recompiler.frontend.capture import capture
 
-    model, inputs = build(name, size)
-    cap = capture(model, inputs, device_profile=device_profile, name=f"{name}[{size}]")
+    loss_fn = None
+    if entry.kind == "file":
+        from recompiler.frontend.modelfile import load_model_file
+
+        spec = load_model_file(name[len(FILE_PREFIX):])
+        model, inputs, loss_fn = spec.model, spec.example_inputs, spec.loss_fn
+    else:
+        model, inputs = build(name, size)
+    cap = capture(model, inputs, loss_fn=loss_fn, device_profile=device_profile, name=f"{name}[{size}]")
     return Loaded(name, size, cap.graph, cap, time.perf_counter() - start)

@@ -29,7 +29,8 @@ TORCH_KNAPSACK = "torch-knapsack"
 #: (checkmate-lp: ~1 s on the 45- and 51-node vgg graphs, minutes on the 71-node vgg_unet, ~150 s on a
 #: 450-node graph that it still rounded to no plan below the baseline).
 MAX_NODES = {"ci": {"checkmate-milp": 60, "checkmate-lp": 60},
-             "full": {"checkmate-milp": 150, "checkmate-lp": 400}}
+             "full": {"checkmate-milp": 150, "checkmate-lp": 400},
+             "paper": {"checkmate-milp": 150, "checkmate-lp": 400}}
 #: The order the default solvers are listed in (those registered; fastsa only once it exists).
 DEFAULT_ORDER = ("fastsa", "chen-sqrtn", "greedy-evict", "checkmate-lp", TORCH_KNAPSACK)
 
@@ -182,6 +183,12 @@ def solve_one(loaded: registry.Loaded, budget: str, solver: str, *, seed: int = 
         from recompiler.frontend.torch_knapsack import torch_knapsack
 
         plan = torch_knapsack(loaded.captured, target, time_limit=time_limit, cache=knapsack_cache, **options)
+    elif loaded.captured is not None:
+        # as users plan: FastSA is offered PyTorch's plan too (probes shared with the torch-knapsack rows)
+        from recompiler.frontend.solve import solve_captured
+
+        plan = solve_captured(loaded.captured, target, solver, seed=seed, time_limit=time_limit,
+                              torch_cache=knapsack_cache, **options)
     else:
         plan = solve(graph, target, solver, seed=seed, time_limit=time_limit, **options)
     if target != budget_bytes:
@@ -198,6 +205,7 @@ def _small_stats(stats: dict) -> dict:
 # --------------------------------------------------------------------------- the suite
 def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str] | None = None,
               solvers: list[str] | None = None, time_limit: float | None = None, seed: int = 0,
+              cost: str = "roofline",
               deterministic: bool | None = None, on_model: Callable[[str, ModelInfo | None], None] | None = None,
               on_row: Callable[[Row], None] | None = None,
               checkpoint: Callable[[SuiteResult], None] | None = None) -> SuiteResult:
@@ -206,7 +214,9 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
     ``deterministic`` (default: True for ``ci``) uses :data:`CI_OPTIONS` and
     :data:`CI_TIME_LIMITS` so the numbers repeat exactly; otherwise every solver gets
     ``time_limit`` seconds (None: :data:`DEFAULT_TIME_LIMIT`). ``checkpoint`` receives the
-    result so far after each model (to save partial results of a long run).
+    result so far after each model (to save partial results of a long run). ``cost="unit"`` plans
+    with one unit per node (the FastSA paper's cost model). A model named ``file:PATH`` is the
+    model file at PATH (:func:`registry.load`).
     """
     from recompiler.errors import RecompilerError
     from recompiler.frontend.capture import reachable_floor
@@ -234,7 +244,7 @@ def run_suite(suite: str, *, models: list[str] | None = None, budgets: list[str]
         if on_model:
             on_model(name, None)
         try:
-            loaded = registry.load(name, suite)
+            loaded = registry.load(name, suite, cost=cost)
         except Exception as e:  # noqa: BLE001 - a model that does not build/capture is a row, not a crash
             info.error = _one_line(e)
             for b in budgets:

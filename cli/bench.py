@@ -30,9 +30,15 @@ def _import_bench_models():
 
 
 @click.command("bench")
-@click.option("--suite", type=click.Choice(["ci", "full"]), default="ci", show_default=True,
-              help="ci: small model sizes, fixed seeds and iteration counts; full: the real configs.")
+@click.option("--suite", type=click.Choice(["ci", "full", "paper"]), default="ci", show_default=True,
+              help="ci: small model sizes, fixed seeds and iteration counts; full: the real configs; paper: the "
+                   "FastSA paper's model kinds at its sizes (vision batch 512, text 128x512, LMs 8x2048), on the "
+                   "meta device, planned only.")
 @click.option("--models", default=None, help="Comma-separated model names (default: the whole suite; see --list).")
+@click.option("--model-file", "model_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Bench this model file (as `recompile plan` reads it) instead of the suite's models; repeatable.")
+@click.option("--cost", type=click.Choice(["roofline", "unit"]), default="roofline", show_default=True,
+              help="roofline: the device profile's time per node; unit: every node costs 1 (the FastSA paper's).")
 @click.option("--budgets", default=None,
               help="Comma-separated budgets, N% of the store-all peak or bytes (default: ci 80%,60%; full 50%,25%).")
 @click.option("--solvers", default=None,
@@ -48,7 +54,8 @@ def _import_bench_models():
 @click.option("--time-limit", type=float, default=None,
               help="Seconds per solve (full suite, default 60; ci uses fixed iteration counts).")
 @click.option("--list", "list_models", is_flag=True, help="List the suite's models and sizes, and exit.")
-def bench_command(suite, models, budgets, solvers, json_out, update_expected, check, time_limit, list_models):
+def bench_command(suite, models, model_files, cost, budgets, solvers, json_out, update_expected, check, time_limit,
+                  list_models):
     """Run the benchmark suite: capture each model once, plan it at every budget with every solver."""
     _import_bench_models()
     from bench_models import registry, runner
@@ -60,7 +67,17 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ch
         return
     with user_errors():
         model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
-        for m in model_list or ():
+        if model_files:
+            from recompiler.errors import RecompilerError
+
+            missing = [f for f in model_files if not Path(f).is_file()]
+            if missing:
+                raise RecompilerError(f"model file not found: {missing[0]}")
+            if check or update_expected:
+                raise RecompilerError("--model-file runs are not compared with or recorded as expectations")
+            files = [registry.FILE_PREFIX + str(Path(f).resolve()) for f in model_files]
+            model_list = list(dict.fromkeys((model_list or []) + files))   # a file named twice is benched once
+        for m in (m for m in model_list or () if not m.startswith(registry.FILE_PREFIX)):
             if m not in registry.MODELS:
                 from recompiler.errors import RecompilerError
 
@@ -68,6 +85,11 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ch
         budget_list = runner.parse_budgets(budgets) if budgets else registry.SUITE_BUDGETS[suite]
         solver_list = [s.strip() for s in solvers.split(",") if s.strip()] if solvers else runner.default_solvers()
         runner.check_solvers(solver_list)
+        if cost != "roofline" and (check or update_expected):
+            from recompiler.errors import RecompilerError
+
+            raise RecompilerError("the recorded expectations are roofline costs: --cost unit cannot --check or "
+                                  "--update-expected")
         if check and update_expected:
             from recompiler.errors import RecompilerError
 
@@ -87,7 +109,7 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ch
         if update_expected and (model_list or solvers or budgets or time_limit is not None):
             say("[yellow]note:[/] --update-expected records this run's models, budgets and solvers as the baseline")
         names = model_list or registry.SUITES[suite]
-        result = _run_with_progress(runner, suite, names, budget_list, solver_list, time_limit, json_out)
+        result = _run_with_progress(runner, suite, names, budget_list, solver_list, time_limit, json_out, cost)
         if json_out:
             from recompiler.fileio import write_json_atomic
 
@@ -99,6 +121,7 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ch
 
             write_json_atomic(expected_path(suite), result.to_dict())
     console().print(results_table(result))
+    console().print(summary_table(result, cost))
     if json_out:
         say(f"results written to {json_out}")
     if update_expected:
@@ -116,7 +139,7 @@ def bench_command(suite, models, budgets, solvers, json_out, update_expected, ch
         say(f"no regression against bench_models/expected/{suite}.json (plans and solve times)")
 
 
-def _run_with_progress(runner, suite, names, budgets, solvers, time_limit, json_out=None):
+def _run_with_progress(runner, suite, names, budgets, solvers, time_limit, json_out=None, cost="roofline"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     total = len(names) * len(budgets) * len(solvers)
@@ -136,7 +159,8 @@ def _run_with_progress(runner, suite, names, budgets, solvers, time_limit, json_
             write_json_atomic(json_out, {**partial.to_dict(), "partial": True})
 
         return runner.run_suite(suite, models=names, budgets=budgets, solvers=solvers, time_limit=time_limit,
-                                on_model=on_model, on_row=on_row, checkpoint=checkpoint if json_out else None)
+                                cost=cost, on_model=on_model, on_row=on_row,
+                                checkpoint=checkpoint if json_out else None)
 
 
 def results_table(result):
@@ -165,4 +189,39 @@ def results_table(result):
             colour = "yellow" if r.status == "skipped" else "red"
             cells = ("", "", "", f"[{colour}]{r.status}[/]: {r.reason}")
         t.add_row(*head, r.budget, r.solver, *cells, end_section=False)
+    return t
+
+
+#: The FastSA paper's reported averages over its 23 models (unit cost; ../shared/papers/NOTES.md,
+#: "Reported"): budget -> (what it says about memory, average cost increase %).
+PAPER_FIGURES = {"50%": ("met on all 23 models", 7.0), "25%": ("73% average reduction; some models miss it", 18.0)}
+
+
+def summary_table(result, cost: str = "roofline"):
+    """Per budget and solver: cells met, mean overhead and mean peak over the cells met, and how often
+    the solver cost more than torch-knapsack where that met the budget; the paper's averages beside."""
+    from rich.table import Table
+
+    t = Table(title=f"summary ({cost} cost)", header_style="bold")
+    for col, just in (("budget", "left"), ("solver", "left"), ("met", "right"), ("mean overhead %", "right"),
+                      ("mean peak %", "right"), ("costlier than torch-knapsack", "right")):
+        t.add_column(col, justify=just)
+    ok = [r for r in result.rows if r.status == "ok"]
+    knap = {(r.model, r.budget): r for r in ok if r.solver == "torch-knapsack" and r.feasible}
+    for b in result.budgets:
+        for solver in result.solvers:
+            cells = [r for r in ok if r.budget == b and r.solver == solver]
+            if not cells:
+                continue
+            met = [r for r in cells if r.feasible]
+            mean = (lambda xs: f"{sum(xs) / len(xs):.2f}" if xs else "")
+            worse = [r for r in met if (r.model, b) in knap and solver != "torch-knapsack"
+                     and r.overhead_pct > knap[(r.model, b)].overhead_pct + 1e-9]
+            beaten = "" if solver == "torch-knapsack" else f"{len(worse)} of {sum((r.model, b) in knap for r in cells)}"
+            t.add_row(b, solver, f"{len(met)}/{len(cells)}", mean([r.overhead_pct for r in met]),
+                      mean([r.peak_pct for r in met]), beaten)
+        if result.suite == "paper" and b in PAPER_FIGURES:
+            memory, overhead = PAPER_FIGURES[b]
+            t.add_row(b, "[dim]FastSA paper (unit cost)[/]", f"[dim]{memory}[/]", f"[dim]+{overhead:.0f}[/]", "", "",
+                      end_section=True)
     return t

@@ -445,7 +445,19 @@ int64_t auto_slots(int64_t length, int64_t configured) {
     return T;
 }
 
-// The best stage-2 state seen: feasible and cheapest, else the lowest peak.
+// Over the budget the lower peak is better, but peaks within 0.1% of each other tie and the cheaper
+// plan wins: a plan a few bytes lower is not worth a few percent more compute when neither fits.
+// (fastsa.py's _better_rank is the same rule.)
+bool over_budget_better(int64_t p, double c, int64_t best_p, double best_c) {
+    constexpr double tie = 1e-3;
+    if (double(p) < double(best_p) * (1.0 - tie)) return true;
+    if (double(best_p) < double(p) * (1.0 - tie)) return false;
+    if (c < best_c * (1.0 - 1e-12)) return true;
+    if (best_c < c * (1.0 - 1e-12)) return false;
+    return p < best_p;
+}
+
+// The best stage-2 state seen: feasible and cheapest, else the lowest peak (see over_budget_better).
 struct Best {
     bool has = false, feasible = false;
     double cost = 0.0;
@@ -460,7 +472,7 @@ struct Best {
         if (!has) better = true;
         else if (f != feasible) better = f;
         else if (f) better = s.cost < cost * (1.0 - 1e-12);
-        else better = p < peak || (p == peak && s.cost < cost * (1.0 - 1e-12));
+        else better = over_budget_better(p, s.cost, peak, cost);
         if (!better) return;
         has = true; feasible = f; cost = s.cost; peak = p;
         snap.clear();
@@ -846,7 +858,7 @@ FastSAResult fastsa_solve(const Graph& g, const std::vector<VariantGroupSpec>& g
         const Best& c = results[bi].best;
         const bool better = b.feasible != c.feasible ? b.feasible
                             : b.feasible ? b.cost < c.cost
-                                         : (b.peak < c.peak || (b.peak == c.peak && b.cost < c.cost));
+                                         : over_budget_better(b.peak, b.cost, c.peak, c.cost);
         if (better) bi = r;
     }
     if (bi >= 0) {

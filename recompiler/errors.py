@@ -52,3 +52,11 @@ class CaptureError(RecompilerError):
 
 class ModelTooLarge(RecompilerError):
     """An exact model (Checkmate MILP/LP) would exceed its memory cap; the message names its size."""
+
+
+class PlanOnly(RecompilerError):
+    """A model without data (meta device or fake tensors): it can be planned, not run or checked."""
+
+    def __init__(self, what: str = "run"):
+        super().__init__(f"this model is on the meta device (or made of fake tensors): it can only be planned "
+                         f"(recompile plan / capture + solve), not {what}")

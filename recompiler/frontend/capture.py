@@ -95,6 +95,8 @@ class Captured:
     inlined: list = field(default_factory=list)
     #: Under inductor, the deps before :func:`.fusion.deferred_deps` (``graph.deps`` are deferred).
     unfused_deps: list | None = None
+    #: Captured from a meta-device or fake model: it can be planned, not run (no data).
+    planned_only: bool = False
 
     def __repr__(self) -> str:
         return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
@@ -176,6 +178,56 @@ def _split_inputs(example_inputs):
     return (example_inputs,), {}
 
 
+def _is_meta(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.device.type == "meta"
+
+
+def _is_fake(t) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+def without_memory(model: torch.nn.Module, args, kwargs) -> bool:
+    """The step has no data: some parameter, buffer or input is a meta or fake tensor (planned only)."""
+    tensors = [*model.parameters(), *model.buffers(), *torch.utils._pytree.tree_leaves((args, kwargs))]
+    return any(_is_meta(t) or _is_fake(t) for t in tensors)
+
+
+def _fake_on_cpu(model: torch.nn.Module, args, kwargs):
+    """A meta-device model and inputs as fake CPU tensors: shapes, dtypes and strides, no memory.
+
+    Meta tensors carry no device a backward can be traced for (autograd has no meta kernels
+    for some ops, and a model's constants made on the meta device are not fake), so a meta
+    model becomes an uninitialised copy on a fake CPU, in one ``FakeTensorMode`` that dynamo
+    then traces in. Fake models and inputs are used as they are.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if not any(_is_meta(t) for t in [*model.parameters(), *model.buffers(),
+                                      *torch.utils._pytree.tree_leaves((args, kwargs))]):
+        return model, args, kwargs
+    import copy
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    made: dict[int, torch.Tensor] = {}
+
+    def fake(t):  # one fake per meta tensor: an input passed twice stays one graph input
+        if not _is_meta(t):
+            return t
+        if id(t) not in made:
+            out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+            made[id(t)] = out.requires_grad_(t.requires_grad)
+        return made[id(t)]
+
+    model = copy.deepcopy(model)  # the user's model stays on meta; copying meta tensors is free
+    with mode:
+        model = model.to_empty(device="cpu")
+        args, kwargs = torch.utils._pytree.tree_map(fake, (args, kwargs))
+    return model, args, kwargs
+
+
 # --------------------------------------------------------------------------- capture
 def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_profile: str = "cpu",
             profile: bool = False, name: str | None = None, profile_runs: int = 5,
@@ -201,6 +253,12 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
     rng_ops.check_rng_mode(rng)
     check_compiler(compiler)
     args, kwargs = _split_inputs(example_inputs)
+    planned_only = without_memory(model, args, kwargs)
+    if planned_only:
+        if profile:
+            raise CaptureError("a model on the meta device (or of fake tensors) has no data to time: "
+                               "capture it without profile=True (roofline costs)")
+        model, args, kwargs = _fake_on_cpu(model, args, kwargs)
     wrapper = _WithLoss(model, loss_fn or default_loss)
     record: dict = {}
 
@@ -241,6 +299,7 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
                 name=name or type(model).__name__, input_names=record.get("input_names", []),
                 profile_runs=profile_runs, rng=rng, lowerings=lowerings, compiler=compiler)
     cap.flat_inputs = record.get("flat_inputs", [])
+    cap.planned_only = planned_only
     return cap
 
 

@@ -29,12 +29,13 @@ TORCH_SHARE = 0.25
 
 
 def solve_captured(captured, budget, solver: str | None = None, *, time_limit: float | None = None,
-                   **options) -> Plan:
+                   torch_cache: dict | None = None, **options) -> Plan:
     """Plan ``captured`` under ``budget`` (bytes or a budget string) with ``solver``.
 
     A solver that takes ``starts`` (FastSA) also gets torch-knapsack's plan at this budget,
-    when PyTorch's partitioner can plan this graph; inductor-compiled captures are solved with
-    :func:`~recompiler.frontend.fusion.solve_fused`.
+    when PyTorch's partitioner can plan this graph (``torch_cache``: its probes, kept per
+    captured model, as :func:`~.torch_knapsack.torch_knapsack` takes them); inductor-compiled
+    captures are solved with :func:`~recompiler.frontend.fusion.solve_fused`.
     """
     name = solver or DEFAULT_SOLVER
     budget_bytes = budget
@@ -43,7 +44,7 @@ def solve_captured(captured, budget, solver: str | None = None, *, time_limit: f
     if "starts" in inspect.signature(get_solver(name)).parameters and "starts" not in options:
         start = time.perf_counter()
         options["starts"] = torch_starts(captured, budget_bytes,
-                                         None if time_limit is None else TORCH_SHARE * time_limit)
+                                         None if time_limit is None else TORCH_SHARE * time_limit, cache=torch_cache)
         if time_limit is not None:  # the time limit covers the whole solve
             time_limit = max(time_limit - (time.perf_counter() - start), (1 - TORCH_SHARE) * time_limit / 2)
     if captured.compiler == "inductor":
@@ -53,7 +54,8 @@ def solve_captured(captured, budget, solver: str | None = None, *, time_limit: f
     return solve(captured.graph, budget_bytes, name, time_limit=time_limit, **options)
 
 
-def torch_starts(captured, budget_bytes: int, time_limit: float | None = None) -> dict[str, list[int]]:
+def torch_starts(captured, budget_bytes: int, time_limit: float | None = None,
+                 cache: dict | None = None) -> dict[str, list[int]]:
     """``{"torch-knapsack": schedule}``: PyTorch's plan at ``budget_bytes``, or ``{}`` where its
     partitioner cannot plan this graph or the step already fits without a plan."""
     from .torch_knapsack import SOLVER_NAME, TorchPartitionError, torch_knapsack
@@ -61,7 +63,7 @@ def torch_starts(captured, budget_bytes: int, time_limit: float | None = None) -
     if captured.joint is None or budget_bytes >= baseline(captured.graph).peak_bytes:
         return {}
     try:
-        plan = torch_knapsack(captured, int(budget_bytes), time_limit=time_limit)
+        plan = torch_knapsack(captured, int(budget_bytes), time_limit=time_limit, cache=cache)
     except TorchPartitionError:
         return {}
     return {SOLVER_NAME: list(plan.schedule)}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..frontend.capture import _split_inputs, _WithLoss, default_loss
+from ..errors import PlanOnly
+from ..frontend.capture import _split_inputs, _WithLoss, default_loss, without_memory
 from ..frontend.rng import DEFAULT_RNG
 from .backend import make_backend, unwrap_backend_errors
 
@@ -24,6 +25,8 @@ def compile(model: torch.nn.Module, budget: str | int = "50%", *, solver: str | 
     ``rng="pin"`` computes them once on eager's RNG stream (see :mod:`recompiler.frontend.rng`).
     ``compiler="inductor"`` compiles the planned graphs with inductor; ``"eager"`` runs them node by node.
     """
+    if without_memory(model, (), {}):
+        raise PlanOnly("compiled and run")
     backend = make_backend({"budget": budget, "solver": solver, "device_profile": device_profile, "seed": seed,
                             "time_limit": time_limit, "allow_approx": allow_approx, "rng": rng,
                             "compiler": compiler})

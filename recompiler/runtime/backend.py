@@ -54,7 +54,7 @@ import torch._functorch.config  # noqa: F401 - must be imported before aot_autog
 from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
-from ..errors import RecompilerError, SolverOptionError
+from ..errors import PlanOnly, RecompilerError, SolverOptionError
 from ..frontend.capture import COMPILERS, check_compiler, compile_inductor, inductor_partitioner
 from ..frontend.fusion import charge_named, rederived
 from ..frontend.rng import DEFAULT_RNG, check_rng_mode
@@ -259,6 +259,7 @@ def make_backend(options: dict | BackendOptions | None = None):
     partition = _partition_fn(session)
     if session.compiler == "inductor":
         def backend(gm, example_inputs, **_):
+            _refuse_meta(example_inputs)
             with inductor_partitioner(partition):
                 return compile_inductor(gm, example_inputs)
     else:
@@ -266,10 +267,17 @@ def make_backend(options: dict | BackendOptions | None = None):
                              keep_inference_input_mutations=True)
 
         def backend(gm, example_inputs, **_):
+            _refuse_meta(example_inputs)
             return inner(gm, example_inputs)
 
     backend.session = session
     return backend
+
+
+def _refuse_meta(example_inputs) -> None:
+    """A meta model has nothing to run a plan on: say so instead of compiling kernels for it."""
+    if any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in example_inputs):
+        raise PlanOnly("compiled and run")
 
 
 def recompiler_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..frontend.capture import _split_inputs, _WithLoss, default_loss
+from ..errors import PlanOnly
+from ..frontend.capture import _split_inputs, _WithLoss, default_loss, without_memory
 from ..frontend.rng import DEFAULT_RNG
 from .backend import make_backend, unwrap_backend_errors
 from .memory import measure_peak
@@ -134,6 +135,8 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
 
     torch._dynamo.reset()  # a fresh backend each call: don't let dynamo's per-code cache fill up
     args, kwargs = _split_inputs(example_inputs)
+    if without_memory(model, args, kwargs):
+        raise PlanOnly("checked")
     wrapper = _WithLoss(model, loss_fn or default_loss)
     state = _snapshot(model)
     eager = lambda: wrapper(args, kwargs)  # noqa: E731

@@ -201,14 +201,39 @@ def _cost(graph: CostGraph, schedule: list[int]) -> float:
 
 
 def _rank_schedule(graph: CostGraph, schedule, variant, budget: int) -> tuple:
-    """Feasible first, then cheapest, then lowest peak — judged by ``simulate``, as plans are."""
+    """``(0 feasible | 1 over the budget | 2 invalid, cost, peak)`` judged by ``simulate``, as plans
+    are; compare ranks with :func:`_better_rank`."""
     from ..simulate import simulate
 
     res = simulate(graph, list(schedule), variant)
     if not res.valid:
         return (2, 0.0, 0)
-    return (0 if res.peak_bytes <= budget else 1, res.cost if res.peak_bytes <= budget else res.peak_bytes,
-            res.peak_bytes)
+    return (0 if res.peak_bytes <= budget else 1, float(res.cost), int(res.peak_bytes))
+
+
+#: Over the budget, peaks this close (relative) tie and the cheaper plan wins.
+PEAK_TIE = 1e-3
+
+
+def _better_rank(a: tuple, b: tuple) -> bool:
+    """Feasible first, then cheapest; over the budget the lower peak, except that peaks within
+    :data:`PEAK_TIE` tie and the cheaper plan wins (a few bytes lower is not worth a few percent
+    more compute when neither fits). The native core's ``over_budget_better`` is the same rule."""
+    if a[0] != b[0]:
+        return a[0] < b[0]
+    if a[0] == 0:
+        return a[1] < b[1] * (1 - 1e-12)
+    if a[2] < b[2] * (1 - PEAK_TIE) or b[2] < a[2] * (1 - PEAK_TIE):
+        return a[2] < b[2]
+    return a[1] < b[1] * (1 - 1e-12) or (a[1] <= b[1] * (1 + 1e-12) and a[2] < b[2])
+
+
+def _best_of(plans, rank):
+    best = None
+    for p in plans:
+        if best is None or _better_rank(rank(p), rank(best)):
+            best = p
+    return best
 
 
 def _rank(graph: CostGraph, r: dict, budget: int) -> tuple:
@@ -272,7 +297,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
         candidates = baseline_plans(graph, target, starts, None if limit is None else cfg.baseline_share * limit)
         if limit is not None:
             limit = max(0.0, limit - (time.perf_counter() - start_clock))
-    seed_plan = min(candidates, key=lambda c: c.rank, default=None)
+    seed_plan = _best_of(candidates, lambda c: c.rank)
     conf = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(NativeFields)}
     conf.update(time_limit=-1.0 if limit is None else float(limit), allow_approx=bool(allow_approx),
                 seed=int(cfg.seed) & (2**64 - 1))
@@ -291,7 +316,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
             conf["time_limit"] = float(limit) / 2
         plain = dict(conf, initial_variant=[]) if "initial_schedule" in conf else conf
         runs = [native.module().fastsa(handle, spec, target, conf), native.module().fastsa(handle, [], target, plain)]
-        best = min(range(2), key=lambda k: _rank(graph, runs[k], target))
+        best = _best_of(range(2), lambda k: _rank(graph, runs[k], target))
         r = runs[best]
         r["iterations"] = sum(x["iterations"] for x in runs)
         r["cpu_seconds"] = sum(x["cpu_seconds"] for x in runs)
@@ -300,7 +325,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
         r["variant_run_won"] = best == 0
         r["from_initial"] = runs[best]["from_initial"]
     won = f"fastsa from {seed_plan.name}" if r["from_initial"] else "fastsa"
-    if seed_plan is not None and seed_plan.rank < _rank(graph, r, target):
+    if seed_plan is not None and _better_rank(seed_plan.rank, _rank(graph, r, target)):
         # the annealing could not match a baseline (its restarts only offer what simulate re-judges)
         r = dict(r, schedule=seed_plan.schedule, variant=graph.default_variant() or None)
         won = seed_plan.name

@@ -83,3 +83,27 @@ def test_check_unknown_compiler_is_one_line(tmp_path):
     p.write_text(DROPOUT_MODEL)
     r = CliRunner().invoke(cli, ["check", str(p), "--budget", "60%", "--compiler", "tvm"])
     assert r.exit_code == 2 and "unknown compiler 'tvm'" in r.output and "Traceback" not in r.output
+
+
+META_MODEL = '''
+import torch
+from torch import nn
+
+def build():
+    with torch.device("meta"):
+        m = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 64))
+        x = torch.randn(4096, 64)
+    return m, (x,)
+'''
+
+
+def test_a_meta_model_is_planned_but_not_checked(tmp_path):
+    model = tmp_path / "meta_model.py"
+    model.write_text(META_MODEL)
+    r = CliRunner().invoke(cli, ["check", str(model), "--budget", "50%"])
+    assert r.exit_code == 2 and "can only be planned" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    out = tmp_path / "plan.json"
+    r = CliRunner().invoke(cli, ["plan", str(model), "--budget", "80%", "--json", str(out), "--time-limit", "3"])
+    assert r.exit_code == 0, r.output
+    assert out.exists()
