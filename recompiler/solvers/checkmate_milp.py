@@ -48,6 +48,12 @@ from .checkmate_model import DEFAULT_MEMORY_CAP, require_reachable, Formulation,
 
 BACKENDS = ("highs", "scip", "cp-sat")
 DEFAULT_TIME_LIMIT = 300.0
+#: Relative gap under which a backend may call its incumbent optimal (HiGHS's default is 1e-4):
+#: "optimal" here means within 1e-6 of the best possible cost.
+MIP_GAP = 1e-7
+#: How far simulate's cost of the extracted schedule may differ from the MILP's objective
+#: before an "optimal" claim is withdrawn.
+CLAIM_TOLERANCE = 1e-6
 
 
 def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
@@ -137,7 +143,27 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
     stats["milp_cost"] = objective
     stats["best_bound"] = bound
     stats["gap"] = _gap(objective, bound)
+    _check_claim(graph, schedule, budget_bytes, stats)
     return SolverResult(schedule, stats=stats)
+
+
+def _check_claim(graph: CostGraph, schedule: list[int], budget_bytes: int, stats: dict) -> None:
+    """Withdraw an "optimal" claim that ``simulate`` does not bear out: the schedule must fit the
+    budget and cost what the MILP says (floating-point backends can be off on large coefficients)."""
+    from ..simulate import simulate
+
+    if not stats["optimal"]:
+        return
+    res = simulate(graph, schedule)
+    objective = stats["milp_cost"]
+    why = None
+    if not res.valid or res.peak_bytes > budget_bytes:
+        why = "its schedule does not fit the budget in simulate"
+    elif abs(res.cost - objective) > CLAIM_TOLERANCE * max(abs(objective), 1e-300):
+        why = f"simulate's cost {res.cost:.6g} differs from the MILP objective {objective:.6g}"
+    if why:
+        stats["optimal"] = False
+        stats["optimal_withdrawn"] = why
 
 
 def _gap(objective: float, bound: float | None) -> float | None:
@@ -178,6 +204,7 @@ def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: in
     solver.parameters.max_time_in_seconds = float(time_limit)
     solver.parameters.num_workers = int(num_workers or os.cpu_count() or 1)
     solver.parameters.random_seed = int(seed)
+    solver.parameters.relative_gap_limit = MIP_GAP
     code = solver.solve(model)
     status = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "time limit",
               cp_model.INFEASIBLE: "infeasible", cp_model.MODEL_INVALID: "model invalid"}.get(code, "no solution")
@@ -203,7 +230,9 @@ def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str, hint: list
         solver.SetSolverSpecificParametersAsString("output_flag=false")
     elif hint is not None:
         solver.SetHint(x, hint)
-    code = solver.Solve()
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(params.RELATIVE_MIP_GAP, MIP_GAP)
+    code = solver.Solve(params)
     status = {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "time limit",
               pywraplp.Solver.INFEASIBLE: "infeasible"}.get(code, "no solution")
     if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):

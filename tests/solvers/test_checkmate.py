@@ -265,3 +265,21 @@ def test_backends_agree(backend):
         budget = budgets(graph)[2]
         plan = solve(graph, budget, solver="checkmate-milp", backend=backend, time_limit=30)
         assert plan.stats["optimal"] and plan.cost == pytest.approx(staged_optimum(graph, budget))
+
+
+def test_an_optimal_claim_simulate_does_not_bear_out_is_withdrawn():
+    from recompiler.builders import training_chain
+    from recompiler.solvers.checkmate_milp import _check_claim
+
+    g = training_chain(6)
+    sched = g.baseline_schedule()
+    cost = simulate(g, sched).cost
+    good = {"optimal": True, "milp_cost": cost}
+    _check_claim(g, sched, 10**12, good)
+    assert good["optimal"] and "optimal_withdrawn" not in good
+    off = {"optimal": True, "milp_cost": cost * (1 + 1e-4)}       # a floating-point backend's drift
+    _check_claim(g, sched, 10**12, off)
+    assert not off["optimal"] and "differs" in off["optimal_withdrawn"]
+    tight = {"optimal": True, "milp_cost": cost}
+    _check_claim(g, sched, 1, tight)                               # does not fit: not optimal either
+    assert not tight["optimal"] and "does not fit" in tight["optimal_withdrawn"]
