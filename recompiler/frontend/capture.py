@@ -188,10 +188,14 @@ def _is_fake(t) -> bool:
     return isinstance(t, FakeTensor)
 
 
+def _step_tensors(model: torch.nn.Module, args, kwargs) -> list:
+    """The model's parameters and buffers, and every leaf of its inputs."""
+    return [*model.parameters(), *model.buffers(), *torch.utils._pytree.tree_leaves((args, kwargs))]
+
+
 def without_memory(model: torch.nn.Module, args, kwargs) -> bool:
     """The step has no data: some parameter, buffer or input is a meta or fake tensor (planned only)."""
-    tensors = [*model.parameters(), *model.buffers(), *torch.utils._pytree.tree_leaves((args, kwargs))]
-    return any(_is_meta(t) or _is_fake(t) for t in tensors)
+    return any(_is_meta(t) or _is_fake(t) for t in _step_tensors(model, args, kwargs))
 
 
 def _fake_on_cpu(model: torch.nn.Module, args, kwargs):
@@ -204,8 +208,7 @@ def _fake_on_cpu(model: torch.nn.Module, args, kwargs):
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    if not any(_is_meta(t) for t in [*model.parameters(), *model.buffers(),
-                                      *torch.utils._pytree.tree_leaves((args, kwargs))]):
+    if not any(_is_meta(t) for t in _step_tensors(model, args, kwargs)):
         return model, args, kwargs
     import copy
 

@@ -55,7 +55,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
 from ..errors import PlanOnly, RecompilerError, SolverOptionError
-from ..frontend.capture import COMPILERS, check_compiler, compile_inductor, inductor_partitioner
+from ..frontend.capture import COMPILERS, _is_meta, check_compiler, compile_inductor, inductor_partitioner
 from ..frontend.fusion import charge_named, rederived
 from ..frontend.rng import DEFAULT_RNG, check_rng_mode
 from ..plan import Plan, load_plan
@@ -276,7 +276,7 @@ def make_backend(options: dict | BackendOptions | None = None):
 
 def _refuse_meta(example_inputs) -> None:
     """A meta model has nothing to run a plan on: say so instead of compiling kernels for it."""
-    if any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in example_inputs):
+    if any(_is_meta(t) for t in example_inputs):
         raise PlanOnly("compiled and run")
 
 

@@ -186,18 +186,12 @@ def baseline_plans(graph: CostGraph, budget_bytes: int, starts: Mapping[str, Seq
     for name, schedule in found.items():
         rank = _rank_schedule(graph, schedule, None, budget_bytes)
         if rank[0] < 2:
-            plans.append(BaselinePlan(name, schedule, rank, _cost(graph, schedule)))
+            plans.append(BaselinePlan(name, schedule, rank, rank[1]))
     return plans
 
 
 #: Seconds greedy-evict may take as a baseline when FastSA has no time limit.
 GREEDY_SECONDS = 5.0
-
-
-def _cost(graph: CostGraph, schedule: list[int]) -> float:
-    from ..simulate import simulate
-
-    return float(simulate(graph, schedule).cost)
 
 
 def _rank_schedule(graph: CostGraph, schedule, variant, budget: int) -> tuple:
