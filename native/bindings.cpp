@@ -74,6 +74,8 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     c.allow_approx = config["allow_approx"].cast<bool>();
     c.local_rotate = config["local_rotate"].cast<double>();
     c.near_use = config["near_use"].cast<double>();
+    c.segment_moves = config["segment_moves"].cast<double>();
+    c.max_segment = config["max_segment"].cast<int>();
     c.over_weight = config["over_weight"].cast<double>();
     if (config.contains("initial_schedule")) {
         c.initial_schedule = config["initial_schedule"].cast<std::vector<int>>();

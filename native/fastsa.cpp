@@ -322,6 +322,64 @@ public:
         cost -= ops.cost[op];
     }
 
+    // Segment add: recompute `op` just before its use at time u, together with up to k - 1 of its
+    // ancestors (each step the input whose latest value before u is oldest), in dependency order
+    // in the free slots just below u (at most `scan` slots looked at). One node at a time cannot
+    // find deep checkpointing: recomputing one node stretches its inputs' lifetimes, which only
+    // recomputing those too undoes. `added` gets the slots filled; false (nothing added) if no
+    // such segment fits.
+    bool add_segment(int op, int u, int k, int scan, std::vector<int>& added) {
+        added.clear();
+        chain.clear();
+        chain.push_back(op);
+        for (int cur = op; int(chain.size()) < k;) {
+            int pick = -1, oldest = INT_MAX;
+            for (const int* d = in_begin(cur); d != in_end(cur); ++d) {
+                if (ops.pinned[*d] || std::find(chain.begin(), chain.end(), *d) != chain.end()) continue;
+                const int i = index_before(prod[*d], u);
+                if (i < 0) continue;
+                if (prod[*d][i] < oldest) oldest = prod[*d][i], pick = *d;
+            }
+            if (pick < 0) break;
+            chain.push_back(pick);
+            cur = pick;
+        }
+        free_slots.clear();
+        for (int t = u - 1; t >= 0 && u - t <= scan && free_slots.size() < chain.size(); --t)
+            if (slot[t] < 0) free_slots.push_back(t);
+        const int len = int(free_slots.size());  // the chain's head (op and its nearest ancestors)
+        for (int i = len - 1; i >= 0; --i) {
+            if (!can_add(chain[i], free_slots[i])) {
+                for (auto it = added.rbegin(); it != added.rend(); ++it) apply_remove(slot[*it], *it);
+                added.clear();
+                return false;
+            }
+            apply_add(chain[i], free_slots[i]);
+            added.push_back(free_slots[i]);
+        }
+        return len > 0;
+    }
+    // Segment remove: drop the recomputation at t1 and then, walking back over at most `scan` slots,
+    // the recomputations of its inputs that feed it (up to k in all): the inverse of add_segment.
+    // `removed` gets (slot, op) in removal order; false if nothing was removed.
+    bool remove_segment(int t1, int k, int scan, std::vector<std::pair<int, int>>& removed) {
+        removed.clear();
+        int op = slot[t1];
+        if (op < 0 || !can_remove(op, t1)) return false;
+        apply_remove(op, t1);
+        removed.emplace_back(t1, op);
+        for (int t = t1 - 1; t >= 0 && t1 - t <= scan && int(removed.size()) < k; --t) {
+            const int x = slot[t];
+            if (x < 0) continue;
+            const int last = removed.back().second;
+            if (std::find(in_begin(last), in_end(last), x) == in_end(last)) continue;
+            if (!can_remove(x, t)) break;
+            apply_remove(x, t);
+            removed.emplace_back(t, x);
+        }
+        return true;
+    }
+
     // The ops in time order.
     std::vector<int> sequence() const {
         std::vector<int> ts = occ;
@@ -374,6 +432,7 @@ public:
     }
 
 private:
+    std::vector<int> chain, free_slots;  // scratch of add_segment
     static int index_before(const std::vector<int>& P, int t) {  // largest index with P[i] < t, or -1
         return int(std::lower_bound(P.begin(), P.end(), t) - P.begin()) - 1;
     }
@@ -507,8 +566,12 @@ using ExactCheck = std::function<bool(const State&)>;
 // peak or, each time that peak reaches a new low, by `exact` (stage 1: the ungrouped schedule's
 // true peak, since the grouped model over-counts memory inside groups).
 StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double temp1, bool stop_when_met,
-                bool has_deadline, Clock::time_point deadline, Best* best, VariantMoves* vm, double local_share,
-                double near_use, const ExactCheck* exact = nullptr) {
+                bool has_deadline, Clock::time_point deadline, Best* best, VariantMoves* vm, const FastSAConfig& mix,
+                const ExactCheck* exact = nullptr) {
+    const double local_share = mix.local_rotate, near_use = mix.near_use;
+    const int max_segment = std::max(2, mix.max_segment);
+    std::vector<int> seg_added;
+    std::vector<std::pair<int, int>> seg_removed;
     StageRun run;
     double temp = temp0;
     const double factor = iterations > 0 ? std::pow(temp1 / temp0, 1.0 / double(iterations)) : 1.0;
@@ -536,10 +599,33 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
             break;
         }
         const uint64_t r = rng.next();
-        const uint32_t kind = uint32_t(r % 3);
+        uint32_t kind = uint32_t(r % 3);
         bool applied = false;
         int op = -1, t1 = -1, t2 = -1, vg = -1, vold = -1;
-        if (variants && ((r >> 8) & 63) == 0) {
+        if (mix.segment_moves > 0.0 && rng.uniform() < mix.segment_moves) {
+            // Segment moves (kinds 3 and 4): several nodes recomputed, or un-recomputed, at once.
+            const int k = 2 + int(rng.below(uint32_t(max_segment - 1)));
+            const int scan = int(std::max<int64_t>(4, 4 * int64_t(s.T) / std::max(1, s.length()))) * k;
+            if ((r >> 20) & 1) {
+                kind = 3;
+                if (s.movable.empty()) continue;
+                op = s.movable[rng.below(uint32_t(s.movable.size()))];
+                const auto& U = s.uses[op];
+                // An output may also be recomputed at the very end, so that it is live only there.
+                const bool at_end = s.ops.is_out[op] && (U.empty() || (r >> 21) & 1);
+                if (U.empty() && !at_end) continue;
+                const int u = at_end ? s.T - 1 : U[rng.below(uint32_t(U.size()))];
+                applied = s.add_segment(op, u, k, scan, seg_added);
+            } else {
+                kind = 4;
+                for (int tries = 0; tries < 4; ++tries) {
+                    t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
+                    if (s.prod[s.slot[t1]].size() > 1) break;
+                }
+                applied = s.remove_segment(t1, k, scan, seg_removed);
+            }
+            if (!applied) continue;
+        } else if (variants && ((r >> 8) & 63) == 0) {
             vg = vm->switchable[rng.below(uint32_t(vm->switchable.size()))];
             const auto& al = vm->allowed[vg];
             const int o = al[rng.below(uint32_t(al.size()))];
@@ -618,6 +704,10 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
         } else if (t1 == -2) {  // undo by the inverse move
             s.apply_switch(*vm->groups, vg, vold);
             (*vm->current)[vg] = vold;
+        } else if (kind == 3) {
+            for (auto it = seg_added.rbegin(); it != seg_added.rend(); ++it) s.apply_remove(s.slot[*it], *it);
+        } else if (kind == 4) {
+            for (auto it = seg_removed.rbegin(); it != seg_removed.rend(); ++it) s.apply_add(it->second, it->first);
         } else if (kind == 0) {
             s.apply_remove(op, t2);
         } else if (kind == 1) {
@@ -704,7 +794,7 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
                                    ? cfg.stage1_iterations
                                    : std::min<int64_t>(20000000, std::max<int64_t>(2000000, 20000 * n_nodes));
         st1 = anneal(*s1, rng, iters1, h_i, h_f, true, has_deadline, dl1, nullptr, nullptr,
-                     cfg.local_rotate, cfg.near_use, grouping ? &exact : nullptr);
+                     cfg, grouping ? &exact : nullptr);
         temp2 = st1.iterations >= iters1 ? h_f : st1.final_temp;
 
         // Ungroup: each group expands into its nodes; stage 2 anneals the exact problem.
@@ -752,7 +842,7 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
     const int64_t iters2 = cfg.stage2_iterations > 0 ? cfg.stage2_iterations
                                                      : std::max<int64_t>(2000000, 8000 * n_sched);
     StageRun st2 = anneal(s2, rng, iters2, temp2, temp2 * 1e-4, false, has_deadline, deadline,
-                          &out.best, &vm, cfg.local_rotate, cfg.near_use);
+                          &out.best, &vm, cfg);
     out.iterations = st1.iterations + st2.iterations;
     out.accepted = st1.accepted + st2.accepted;
     out.stage1 = st1.iterations;

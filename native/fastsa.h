@@ -38,6 +38,8 @@ struct FastSAConfig {
     bool allow_approx = false;             // variant options with exact == false allowed
     double local_rotate = 0.9;             // share of rotate moves that stay near their slot
     double near_use = 0.5;                 // share of add moves placed just before a use of the node
+    double segment_moves = 0.1;            // share of moves that recompute (or drop) a chain of nodes at once
+    int max_segment = 16;                  // most nodes one segment move touches
     double over_weight = 10.0;             // stage 2: extra weight of bytes over the budget in the objective
     // A valid schedule (node ids, recomputations repeated) to start one extra restart from: it
     // skips stage 1 and refines this schedule in stage 2 at a low temperature, so the result is

@@ -42,9 +42,11 @@ import numpy as np
 
 from ..errors import InfeasibleBudget, SolverOptionError
 from ..graph import CostGraph
+from ..simulate import simulate
 from . import SolverResult
 from .checkmate_lp import round_lp
-from .checkmate_model import DEFAULT_MEMORY_CAP, require_reachable, Formulation, LinearModel, solve_lp, to_pywraplp
+from .checkmate_model import (DEFAULT_MEMORY_CAP, require_reachable, Formulation, LinearModel, memory_scale, solve_lp,
+                               to_pywraplp)
 
 BACKENDS = ("highs", "scip", "cp-sat")
 DEFAULT_TIME_LIMIT = 300.0
@@ -54,6 +56,11 @@ MIP_GAP = 1e-7
 #: How far simulate's cost of the extracted schedule may differ from the MILP's objective
 #: before an "optimal" claim is withdrawn.
 CLAIM_TOLERANCE = 1e-6
+#: Bytes a floating-point backend's solution may overshoot the budget are taken off the model's
+#: budget and it is solved again, until the cuts add up to this share of (budget − local bound).
+TOLERANCE_CUTS_MAX = 0.01
+#: The largest feasibility tolerance of HiGHS and SCIP (relative to a row's largest coefficient).
+FEASIBILITY_TOLERANCE = 1e-6
 
 
 def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
@@ -114,22 +121,64 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
             hint = form.exact_values(best[2], lm)
             stats["warm_start_cost"] = best[0][1]
         stats["warm_start_seconds"] = round(time.monotonic() - t0, 3)
-    remaining = max(1.0, limit - (time.monotonic() - start))
     t0 = time.monotonic()
-    if backend == "cp-sat":
-        status, values, objective, bound = _solve_cpsat(form, lm, remaining, seed, num_workers, hint)
-    else:
+    cut, first_bound, model = 0, None, lm  # model: the one the hint's variables belong to
+    while True:
+        remaining = max(1.0, limit - (time.monotonic() - start))
+        if backend == "cp-sat":
+            status, values, objective, bound = _solve_cpsat(form, lm, remaining, seed, num_workers, hint)
+            break  # integer arithmetic: no tolerance to absorb
         status, values, objective, bound = _solve_pywraplp(lm, remaining, backend.upper(), hint)
+        first_bound = bound if first_bound is None else first_bound
+        if values is None or status == "infeasible":
+            break
+        # A floating-point backend accepts memory rows violated within its tolerances (1e-6 of
+        # the largest size at most): a schedule a few bytes over the budget. Take those bytes,
+        # and at least that slack, off the model's budget and solve again.
+        over = simulate(graph, form.schedule_from_r(lm.r_matrix(values, form.m))).peak_bytes - budget_bytes
+        out_of_cuts = cut >= TOLERANCE_CUTS_MAX * max(1, budget_bytes - floor)
+        if over <= 0 or out_of_cuts or time.monotonic() - start > limit:
+            break
+        cut += max(over, math.ceil(FEASIBILITY_TOLERANCE * memory_scale(lm)) * form.unit)
+        form = Formulation(graph, budget_bytes - cut)
+        lm = form.build(integer=True)
+        stats["tolerance_cut_bytes"] = cut
+    if cut:
+        # The smaller budget's bound does not bound the real problem; the first solve's does.
+        bound = first_bound
+        if status == "optimal" and not (bound is not None and objective <= bound * (1 + CLAIM_TOLERANCE)):
+            status = "time limit"  # optimal for a budget a few bytes smaller: one in between might be cheaper
+        remaining = limit - (time.monotonic() - start)
+        if status != "optimal" and remaining > 1.0:
+            # Settle it in integer arithmetic: CP-SAT on the real budget, started from this incumbent.
+            full = Formulation(graph, budget_bytes)
+            start_point = hint
+            if values is not None:
+                R = lm.r_matrix(values, form.m)
+                if simulate(graph, form.schedule_from_r(R)).peak_bytes <= budget_bytes:
+                    start_point = full.exact_values(R, model)
+            exact = _solve_cpsat(full, model, remaining, seed, num_workers, start_point)
+            stats["settled_by"] = "cp-sat"
+            if exact[0] in ("optimal", "infeasible") or (exact[2] is not None and (objective is None
+                                                                                      or exact[2] < objective)):
+                status, values, objective, bound = exact
+                form, lm = full, model
+    if cut and status == "infeasible":
+        status = "infeasible within tolerance"
     stats["milp_seconds"] = round(time.monotonic() - t0, 3)
     stats["status"] = status
-    if hint is not None and status != "optimal" and (objective is None or objective > stats["warm_start_cost"]):
+    if hint is not None and (objective is None or objective > stats["warm_start_cost"] * (1 + CLAIM_TOLERANCE)):
         # The MIP start is a feasible point of the model: it is the incumbent when the
-        # backend found nothing better (HiGHS takes no start, see _solve_pywraplp).
-        values, objective = np.asarray(hint), stats["warm_start_cost"]
+        # backend found nothing better (HiGHS takes no start, see _solve_pywraplp). A backend
+        # that calls a costlier point optimal is wrong (floating point), and loses the claim.
+        if status == "optimal":
+            stats["optimal_withdrawn"] = (f"the MIP start costs {stats['warm_start_cost']:.6g}, less than "
+                                          f"the claimed optimum {objective:.6g}")
+        values, objective, lm = np.asarray(hint), stats["warm_start_cost"], model
         status = stats["status"] = "time limit"
     if lp_bound and stats.get("lower_bound_cost") is not None:
         bound = max(b for b in (bound, stats["lower_bound_cost"]) if b is not None)
-    if status == "infeasible":
+    if status.startswith("infeasible"):
         raise InfeasibleBudget(f"checkmate-milp proved that no staged schedule of {graph.name!r} fits "
                                f"{budget_bytes:,} B (local bound {floor:,} B)", floor_bytes=floor)
     stats["optimal"] = status == "optimal"
@@ -138,8 +187,7 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         # make_plan judges infeasible for any budget below the baseline peak.
         stats.update(milp_cost=None, best_bound=bound, gap=None)
         return SolverResult(graph.baseline_schedule(), stats=stats)
-    R = lm.r_matrix(values, form.m)
-    schedule = form.schedule_from_r(R)
+    schedule = form.schedule_from_r(lm.r_matrix(values, form.m))
     stats["milp_cost"] = objective
     stats["best_bound"] = bound
     stats["gap"] = _gap(objective, bound)
@@ -150,8 +198,6 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
 def _check_claim(graph: CostGraph, schedule: list[int], budget_bytes: int, stats: dict) -> None:
     """Withdraw an "optimal" claim that ``simulate`` does not bear out: the schedule must fit the
     budget and cost what the MILP says (floating-point backends can be off on large coefficients)."""
-    from ..simulate import simulate
-
     if not stats["optimal"]:
         return
     res = simulate(graph, schedule)
@@ -229,7 +275,8 @@ def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str, hint: list
         # SetHint segfaults it (OR-Tools 9.15); the caller falls back to the hint instead.
         solver.SetSolverSpecificParametersAsString("output_flag=false")
     elif hint is not None:
-        solver.SetHint(x, hint)
+        scale, memory = memory_scale(lm), set(lm.memory_vars)
+        solver.SetHint(x, [h / scale if v in memory else h for v, h in enumerate(hint)])
     params = pywraplp.MPSolverParameters()
     params.SetDoubleParam(params.RELATIVE_MIP_GAP, MIP_GAP)
     code = solver.Solve(params)

@@ -96,6 +96,14 @@ class FastSAConfig:
     near_use: float = 0.5
     """Share of add moves placed just before a use of the node rather than in any ``nop`` slot."""
 
+    segment_moves: float = 0.1
+    """Share of moves that recompute a node together with a chain of its ancestors just before one
+    of its uses, or drop such a chain of recomputations (the deep checkpointing single-node moves
+    cannot reach: recomputing one node stretches its inputs' lifetimes). 0 = the paper's moves only."""
+
+    max_segment: int = 16
+    """Most nodes one segment move recomputes or drops (each move draws 2 .. max_segment)."""
+
     over_weight: float = 10.0
     """Stage 2 scores a plan over the budget as ``(M + over_weight * (M - budget)) * C`` instead of the
     paper's ``M * C``, so that it keeps the budget stage 1 reached (0 = the paper's objective)."""
@@ -256,7 +264,8 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
            stage1_iterations: int | None = None, stage2_iterations: int | None = None, slots: int | None = None,
            restarts: int | None = None, threads: int | None = None, grouping: bool | None = None,
            max_group_size: int | None = None, local_rotate: float | None = None,
-           near_use: float | None = None, over_weight: float | None = None,
+           near_use: float | None = None, segment_moves: float | None = None,
+           max_segment: int | None = None, over_weight: float | None = None,
            floor_time: float | None = None, baselines: bool | None = None,
            baseline_share: float | None = None, initial_temperature: float | None = None,
            starts: Mapping[str, Sequence[int]] | None = None) -> SolverResult:
@@ -271,7 +280,8 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
     overrides = {k: v for k, v in dict(
         stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations, slots=slots,
         restarts=restarts, threads=threads, grouping=grouping, max_group_size=max_group_size,
-        local_rotate=local_rotate, near_use=near_use, over_weight=over_weight, floor_time=floor_time,
+        local_rotate=local_rotate, near_use=near_use, segment_moves=segment_moves, max_segment=max_segment,
+        over_weight=over_weight, floor_time=floor_time,
         baselines=baselines, baseline_share=baseline_share, initial_temperature=initial_temperature,
         seed=seed, time_limit=time_limit).items() if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
@@ -368,6 +378,8 @@ class NativeFields:
     max_group_size: int
     local_rotate: float
     near_use: float
+    segment_moves: float
+    max_segment: int
     over_weight: float
 
 
@@ -390,6 +402,8 @@ def _check(cfg: FastSAConfig) -> None:
             raise SolverOptionError(f"fastsa option {name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.time_limit is not None and cfg.time_limit < 0:
         raise SolverOptionError(f"fastsa time_limit must be >= 0 seconds, got {cfg.time_limit}")
-    for name in ("local_rotate", "near_use"):
+    if cfg.max_segment < 2:
+        raise SolverOptionError(f"fastsa option max_segment must be >= 2, got {cfg.max_segment}")
+    for name in ("local_rotate", "near_use", "segment_moves"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise SolverOptionError(f"fastsa option {name} must be within [0, 1], got {getattr(cfg, name)}")

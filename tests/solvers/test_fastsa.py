@@ -92,9 +92,11 @@ SMALL = {
 }
 FRACTIONS = (0.0, 0.3, 0.6, 1.0)
 # Budgets at or next to the floor of the training chains, where the optimum recomputes whole
-# prefixes of the chain (and the loss output at the very end): single-node moves do not find
-# those schedules (see the issue's closing note). Strict: if FastSA learns them, this list shrinks.
-KNOWN_MISSES = {("train_chain4", 0.0), ("train_chain4", 0.3), ("train_chain5", 0.0), ("train_chain5", 0.3)}
+# prefixes of the chain several times (and the loss output at the very end). Segment moves find
+# one such prefix (train_chain5 at 0.3); here the peak falls only once several are in place, and
+# no single move lowers max(peak): the objective is flat in between. Strict: if FastSA learns
+# them, this list shrinks.
+KNOWN_MISSES = {("train_chain4", 0.0), ("train_chain4", 0.3), ("train_chain5", 0.0)}
 CASES = [pytest.param(name, f, marks=pytest.mark.xfail(strict=True, reason="deep checkpointing at the floor"))
          if (name, f) in KNOWN_MISSES else pytest.param(name, f) for name in SMALL for f in FRACTIONS]
 
@@ -310,15 +312,16 @@ def test_fastsa_is_the_default_solver():
 
 
 def test_never_worse_than_the_baselines_on_a_graph_where_plain_annealing_loses():
-    # segnet at its floor: stage 1's grouped start meets the budget at once with every group
-    # copying its producers (+2900% cost), and stage 2 cannot undo that one node at a time.
+    # segnet at its floor, annealed with the paper's moves only: stage 1's grouped start meets the
+    # budget at once with every group copying its producers (+2900% cost), and stage 2 cannot undo
+    # that one node at a time (the segment moves can: see the test below).
     from bench_models.shared_graphs import graph_path
     from recompiler.graph_io import read_graph
 
     g = read_graph(graph_path("segnet"))
     budget = g.floor()
-    plain = solve(g, budget, "fastsa", baselines=False)
-    plan = solve(g, budget, "fastsa")
+    plain = solve(g, budget, "fastsa", baselines=False, segment_moves=0.0)
+    plan = solve(g, budget, "fastsa", segment_moves=0.0)
     feasible = {k: v["cost"] for k, v in plan.stats["baselines"].items() if v["feasible"]}
     assert plain.feasible and plan.feasible
     assert plain.cost > 2 * min(feasible.values())          # the case this rule exists for
