@@ -139,8 +139,9 @@ def test_brute_force_agrees_with_simulate_on_a_known_case():
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(3, 40), seed=st.integers(0, 10_000), frac=st.floats(0.05, 1.0),
-       width=st.integers(1, 5), restarts=st.integers(1, 3), flags=st.integers(0, 3))
-def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, restarts, flags):
+       width=st.integers(1, 5), restarts=st.integers(1, 3), flags=st.integers(0, 3),
+       segments=st.sampled_from([0.0, 0.1, 0.6]))
+def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, restarts, flags, segments):
     g = random_layered(n, width=width, seed=seed, edge_prob=0.4)
     rng = np.random.default_rng(seed)
     if flags:  # first-layer nodes become inputs, a few others pinned, some fixed memory
@@ -150,7 +151,8 @@ def test_plans_are_always_valid_and_the_tree_is_exact(n, seed, frac, width, rest
         g = CostGraph(names=g.names, deps=g.deps, compute=g.compute, memory=g.memory, is_input=is_input,
                       pinned=pinned, is_output=g.is_output & ~is_input, fixed_memory=int(rng.integers(0, 500)))
     budget = max(1, int(baseline(g).peak_bytes * frac))
-    r = fastsa(g, budget, seed=seed, restarts=restarts, stage1_iterations=30_000, stage2_iterations=30_000)
+    r = fastsa(g, budget, seed=seed, restarts=restarts, stage1_iterations=30_000, stage2_iterations=30_000,
+               segment_moves=segments, baselines=False)  # the annealed plan itself, segment moves included
     sim = simulate(g, r.schedule, r.variant)
     assert sim.valid, sim.reason
     ref = simulate_reference(g, r.schedule, r.variant)
@@ -328,6 +330,20 @@ def test_never_worse_than_the_baselines_on_a_graph_where_plain_annealing_loses()
     assert plan.cost <= min(feasible.values()) * (1 + 1e-12)
     assert plan.cost < plain.cost / 10
     assert plan.stats["won"].startswith("fastsa from ") and plan.stats["seeded_from"] in feasible
+
+
+def test_segment_moves_undo_a_grouped_start_that_single_moves_cannot():
+    # The same segnet case without any baseline: recomputing whole chains at once lets the
+    # annealing itself leave the +2900% start.
+    from bench_models.shared_graphs import graph_path
+    from recompiler.graph_io import read_graph
+
+    g = read_graph(graph_path("segnet"))
+    budget = g.floor()
+    single = solve(g, budget, "fastsa", baselines=False, segment_moves=0.0)
+    segments = solve(g, budget, "fastsa", baselines=False)
+    assert single.feasible and segments.feasible
+    assert segments.cost < single.cost / 10
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
