@@ -4,6 +4,8 @@ A row regresses when, for the same model × budget × solver:
 
 * its plan was judged before and is now invalid, errors, or is no longer run;
 * it met its budget before and does not now;
+* it missed its budget before and now, and its peak rose by more than :data:`OVERHEAD_SLACK_PP`
+  percentage points of the baseline (below the floor the peak is what a plan is judged by);
 * its overhead rose by more than :data:`OVERHEAD_SLACK_PP` percentage points;
 * with ``times=True`` only: its solve time, as a ratio to the calibration solve timed in the
   same process, rose above :data:`TIME_FACTOR` × the expected ratio. Expected ratios below
@@ -69,6 +71,9 @@ def compare(expected: dict, actual: dict, *, times: bool = True) -> list[str]:
         if old["feasible"] and not new["feasible"]:
             problems.append(f"{where}: met its budget before (peak {old['peak_pct']:.1f}%), now misses it "
                             f"(peak {new['peak_pct']:.1f}%)")
+        if not old["feasible"] and not new["feasible"] and new["peak_pct"] > old["peak_pct"] + OVERHEAD_SLACK_PP:
+            problems.append(f"{where}: missed its budget at peak {old['peak_pct']:.1f}%, now at {new['peak_pct']:.1f}% "
+                            f"(allowed: +{OVERHEAD_SLACK_PP:g} pp)")
         if new["overhead_pct"] > old["overhead_pct"] + OVERHEAD_SLACK_PP:
             problems.append(f"{where}: overhead rose from {old['overhead_pct']:.2f}% to {new['overhead_pct']:.2f}% "
                             f"(allowed: +{OVERHEAD_SLACK_PP:g} pp)")

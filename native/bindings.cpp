@@ -77,6 +77,7 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     c.segment_moves = config["segment_moves"].cast<double>();
     c.max_segment = config["max_segment"].cast<int>();
     c.over_weight = config["over_weight"].cast<double>();
+    c.polish = config["polish"].cast<bool>();
     if (config.contains("initial_schedule")) {
         c.initial_schedule = config["initial_schedule"].cast<std::vector<int>>();
         c.initial_variant = config["initial_variant"].cast<std::vector<int>>();

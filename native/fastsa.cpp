@@ -722,6 +722,26 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
     return run;
 }
 
+// Polish: drop, to a fixpoint, every recomputation whose removal keeps the plan within its bound
+// (the budget when it fits, else its own peak). Annealing ends with such leftovers — moves that
+// were accepted uphill and never undone — and removing one never raises the cost.
+void polish(State& s) {
+    const int64_t bound = s.peak() <= s.budget ? s.budget : s.peak();
+    for (int pass = 0; pass < 8; ++pass) {
+        std::vector<int> ts = s.occ;
+        std::sort(ts.begin(), ts.end());
+        bool changed = false;
+        for (int t : ts) {
+            const int op = s.slot[t];
+            if (op < 0 || !s.can_remove(op, t)) continue;
+            s.apply_remove(op, t);
+            if (s.peak() <= bound) changed = true;
+            else s.apply_add(op, t);
+        }
+        if (!changed) break;
+    }
+}
+
 double thread_cpu_seconds();
 
 struct RestartResult {
@@ -843,6 +863,12 @@ RestartResult run_restart(const Graph& g, const std::vector<VariantGroupSpec>& g
                                                      : std::max<int64_t>(2000000, 8000 * n_sched);
     StageRun st2 = anneal(s2, rng, iters2, temp2, temp2 * 1e-4, false, has_deadline, deadline,
                           &out.best, &vm, cfg);
+    if (cfg.polish && out.best.has && !out.best.snap.empty()) {
+        // the best state seen, rebuilt with its own variant, then polished
+        State sb(base_ops(g, resolve(g, groups, out.best.variant)), out.best.schedule(), T2, g.always_live, budget);
+        polish(sb);
+        out.best.offer(sb, out.best.variant);
+    }
     out.iterations = st1.iterations + st2.iterations;
     out.accepted = st1.accepted + st2.accepted;
     out.stage1 = st1.iterations;

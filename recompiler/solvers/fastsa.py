@@ -104,6 +104,11 @@ class FastSAConfig:
     max_segment: int = 16
     """Most nodes one segment move recomputes or drops (each move draws 2 .. max_segment)."""
 
+    polish: bool = True
+    """End each restart by dropping, to a fixpoint, every recomputation of its best plan whose removal
+    keeps the plan within the budget (or, over it, within its own peak): annealing leaves uphill
+    moves behind that no later move undid. Never raises the cost."""
+
     over_weight: float = 10.0
     """Stage 2 scores a plan over the budget as ``(M + over_weight * (M - budget)) * C`` instead of the
     paper's ``M * C``, so that it keeps the budget stage 1 reached (0 = the paper's objective)."""
@@ -265,7 +270,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
            restarts: int | None = None, threads: int | None = None, grouping: bool | None = None,
            max_group_size: int | None = None, local_rotate: float | None = None,
            near_use: float | None = None, segment_moves: float | None = None,
-           max_segment: int | None = None, over_weight: float | None = None,
+           max_segment: int | None = None, polish: bool | None = None, over_weight: float | None = None,
            floor_time: float | None = None, baselines: bool | None = None,
            baseline_share: float | None = None, initial_temperature: float | None = None,
            starts: Mapping[str, Sequence[int]] | None = None) -> SolverResult:
@@ -281,6 +286,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
         stage1_iterations=stage1_iterations, stage2_iterations=stage2_iterations, slots=slots,
         restarts=restarts, threads=threads, grouping=grouping, max_group_size=max_group_size,
         local_rotate=local_rotate, near_use=near_use, segment_moves=segment_moves, max_segment=max_segment,
+        polish=polish,
         over_weight=over_weight, floor_time=floor_time,
         baselines=baselines, baseline_share=baseline_share, initial_temperature=initial_temperature,
         seed=seed, time_limit=time_limit).items() if v is not None}
@@ -380,6 +386,7 @@ class NativeFields:
     near_use: float
     segment_moves: float
     max_segment: int
+    polish: bool
     over_weight: float
 
 

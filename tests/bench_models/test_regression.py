@@ -57,6 +57,14 @@ def test_compare_catches_each_kind_of_regression(change, words):
     assert len(problems) == 1 and words in problems[0] and "m @ 50% / s" in problems[0]
 
 
+def test_compare_holds_a_missed_budget_to_its_peak():
+    missed = _row(feasible=False, peak_pct=55.0)
+    assert _check(missed, _row(feasible=False, peak_pct=55.9)) == []
+    assert _check(missed, _row(feasible=False, peak_pct=52.0, overhead_pct=10.5)) == []   # lower is fine
+    problems = _check(missed, _row(feasible=False, peak_pct=56.5))
+    assert len(problems) == 1 and "missed its budget at peak 55.0%, now at 56.5%" in problems[0]
+
+
 def test_compare_without_times_ignores_only_the_time():
     slow = _row(solve_seconds=60.0)
     assert _check(_row(), slow) != []

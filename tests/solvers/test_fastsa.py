@@ -316,14 +316,14 @@ def test_fastsa_is_the_default_solver():
 def test_never_worse_than_the_baselines_on_a_graph_where_plain_annealing_loses():
     # segnet at its floor, annealed with the paper's moves only: stage 1's grouped start meets the
     # budget at once with every group copying its producers (+2900% cost), and stage 2 cannot undo
-    # that one node at a time (the segment moves can: see the test below).
+    # that one node at a time (the segment moves and the polish can: see the test below).
     from bench_models.shared_graphs import graph_path
     from recompiler.graph_io import read_graph
 
     g = read_graph(graph_path("segnet"))
     budget = g.floor()
-    plain = solve(g, budget, "fastsa", baselines=False, segment_moves=0.0)
-    plan = solve(g, budget, "fastsa", segment_moves=0.0)
+    plain = solve(g, budget, "fastsa", baselines=False, segment_moves=0.0, polish=False)
+    plan = solve(g, budget, "fastsa", segment_moves=0.0, polish=False)
     feasible = {k: v["cost"] for k, v in plan.stats["baselines"].items() if v["feasible"]}
     assert plain.feasible and plan.feasible
     assert plain.cost > 2 * min(feasible.values())          # the case this rule exists for
@@ -332,18 +332,43 @@ def test_never_worse_than_the_baselines_on_a_graph_where_plain_annealing_loses()
     assert plan.stats["won"].startswith("fastsa from ") and plan.stats["seeded_from"] in feasible
 
 
-def test_segment_moves_undo_a_grouped_start_that_single_moves_cannot():
+def test_segment_moves_and_the_polish_each_undo_a_grouped_start_that_single_moves_cannot():
     # The same segnet case without any baseline: recomputing whole chains at once lets the
-    # annealing itself leave the +2900% start.
+    # annealing itself leave the +2900% start, and so does dropping, at the end, every
+    # recomputation that costs no bytes; both together do best.
     from bench_models.shared_graphs import graph_path
     from recompiler.graph_io import read_graph
 
     g = read_graph(graph_path("segnet"))
     budget = g.floor()
-    single = solve(g, budget, "fastsa", baselines=False, segment_moves=0.0)
-    segments = solve(g, budget, "fastsa", baselines=False)
-    assert single.feasible and segments.feasible
-    assert segments.cost < single.cost / 10
+    cost = {}
+    for name, kw in {"single": dict(segment_moves=0.0, polish=False), "segments": dict(polish=False),
+                     "polish": dict(segment_moves=0.0), "both": {}}.items():
+        plan = solve(g, budget, "fastsa", baselines=False, **kw)
+        assert plan.feasible, name
+        cost[name] = plan.cost
+    assert cost["segments"] < cost["single"] / 10 and cost["polish"] < cost["single"] / 10
+    assert cost["both"] <= min(cost["segments"], cost["polish"])
+
+
+def test_the_polish_never_raises_the_cost_and_drops_what_a_short_anneal_leaves():
+    # A short, hot stage 2 leaves recomputations behind that cost bytes nothing to drop.
+    improved = 0
+    for seed in range(6):
+        g = random_layered(60, seed=seed)
+        for frac in (0.6, 0.8):
+            budget = int(frac * baseline(g).peak_bytes)
+            kw = dict(seed=seed, baselines=False, restarts=1, threads=1, stage1_iterations=50_000,
+                      stage2_iterations=3_000)
+            rough, polished = solve(g, budget, "fastsa", polish=False, **kw), solve(g, budget, "fastsa", **kw)
+            simulate_reference(g, polished.schedule)
+            if rough.feasible:
+                assert polished.feasible and polished.cost <= rough.cost * (1 + 1e-12)
+            else:
+                assert polished.peak_bytes <= rough.peak_bytes * (1 + 1e-3)
+                assert polished.cost <= rough.cost * (1 + 1e-12) or polished.peak_bytes < rough.peak_bytes
+            improved += polished.cost < rough.cost * (1 - 1e-9)
+    assert improved >= 3
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
