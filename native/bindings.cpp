@@ -76,6 +76,7 @@ static py::dict py_fastsa(const Graph& g, const py::list& groups, int64_t budget
     c.near_use = config["near_use"].cast<double>();
     c.segment_moves = config["segment_moves"].cast<double>();
     c.max_segment = config["max_segment"].cast<int>();
+    c.swap_share = config["swap_share"].cast<double>();
     c.over_weight = config["over_weight"].cast<double>();
     c.polish = config["polish"].cast<bool>();
     if (config.contains("initial_schedule")) {

@@ -606,7 +606,28 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
             // Segment moves (kinds 3 and 4): several nodes recomputed, or un-recomputed, at once.
             const int k = 2 + int(rng.below(uint32_t(max_segment - 1)));
             const int scan = int(std::max<int64_t>(4, 4 * int64_t(s.T) / std::max(1, s.length()))) * k;
-            if ((r >> 20) & 1) {
+            const uint32_t which = (mix.swap_share > 0.0 && rng.uniform() < mix.swap_share) ? 2u : uint32_t((r >> 20) & 1);
+            if (which == 2) {
+                // Swap: drop one recomputation, then recompute one of its inputs (with a chain of
+                // ancestors) just before a later use instead: trades a costly recomputation for a
+                // cheaper one further up, which no single move reaches without a large uphill step.
+                kind = 5;
+                for (int tries = 0; tries < 4; ++tries) {
+                    t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
+                    if (s.prod[s.slot[t1]].size() > 1) break;
+                }
+                op = s.slot[t1];
+                if (!s.can_remove(op, t1) || s.ops.in_len[op] == 0) continue;
+                const int d = s.in_begin(op)[rng.below(uint32_t(s.ops.in_len[op]))];
+                if (s.ops.pinned[d]) continue;
+                s.apply_remove(op, t1);
+                const auto& U = s.uses[d];
+                const auto later = std::upper_bound(U.begin(), U.end(), t1);
+                if (later == U.end()) { s.apply_add(op, t1); continue; }
+                const int u = later[rng.below(uint32_t(U.end() - later))];
+                applied = s.add_segment(d, u, k - 1, scan, seg_added);
+                if (!applied) { s.apply_add(op, t1); continue; }
+            } else if (which == 0) {
                 kind = 3;
                 if (s.movable.empty()) continue;
                 op = s.movable[rng.below(uint32_t(s.movable.size()))];
@@ -704,8 +725,9 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
         } else if (t1 == -2) {  // undo by the inverse move
             s.apply_switch(*vm->groups, vg, vold);
             (*vm->current)[vg] = vold;
-        } else if (kind == 3) {
+        } else if (kind == 3 || kind == 5) {
             for (auto it = seg_added.rbegin(); it != seg_added.rend(); ++it) s.apply_remove(s.slot[*it], *it);
+            if (kind == 5) s.apply_add(op, t1);
         } else if (kind == 4) {
             for (auto it = seg_removed.rbegin(); it != seg_removed.rend(); ++it) s.apply_add(it->second, it->first);
         } else if (kind == 0) {

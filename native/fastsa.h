@@ -40,6 +40,7 @@ struct FastSAConfig {
     double near_use = 0.5;                 // share of add moves placed just before a use of the node
     double segment_moves = 0.1;            // share of moves that recompute (or drop) a chain of nodes at once
     int max_segment = 16;                  // most nodes one segment move touches
+    double swap_share = 0.33;              // share of segment moves that swap a recomputation for one further up
     bool polish = true;                    // end each restart by dropping recomputations that cost bytes nothing
     double over_weight = 10.0;             // stage 2: extra weight of bytes over the budget in the objective
     // A valid schedule (node ids, recomputations repeated) to start one extra restart from: it

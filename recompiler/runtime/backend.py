@@ -7,6 +7,8 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
 ``solver``         a name from ``recompile solvers``; default: the best available
 ``device_profile`` the cost model's roofline profile (``cpu``, ``a100``, ``h100``); default ``cpu``
 ``seed``, ``time_limit``, ``allow_approx``   passed to the solver
+``solver_options`` a dict of the solver's own options (``{"stage1_iterations": 200_000}``: a fixed
+                   amount of search instead of a time limit, so a plan does not depend on the load)
 ``rng``            ``"replay"`` (default): random ops draw a seed each and may be recomputed, bit for
                    bit; ``"pin"``: random ops run once, on eager's RNG stream (``recompiler.frontend.rng``)
 ``plan``           a plan JSON (``recompile plan``) to apply verbatim instead of solving (its own
@@ -80,6 +82,8 @@ class BackendOptions:
     """Seconds a solver may spend per graph."""
     allow_approx: bool = False
     """Allow inexact lowerings (variant options with exact=False)."""
+    solver_options: dict | None = None
+    """The solver's own options (``solve(..., **solver_options)``)."""
     plan: str | None = None
     """Path of a plan JSON to apply instead of solving."""
     rng: str = DEFAULT_RNG
@@ -99,6 +103,11 @@ class BackendOptions:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
         check_rng_mode(options.get("rng", cls.rng))
+        if not isinstance(options.get("solver_options") or {}, dict):
+            raise SolverOptionError(f"the backend option solver_options is a dict, not {options['solver_options']!r}")
+        clash = sorted(set(options.get("solver_options") or {}) & {"seed", "time_limit", "allow_approx", "budget"})
+        if clash:
+            raise SolverOptionError(f"give {', '.join(clash)} as backend options, not in solver_options")
         if not isinstance(options.get("lowerings", True), bool):
             raise SolverOptionError(f"the backend option lowerings is True or False, not {options['lowerings']!r}")
         if options.get("compiler", cls.compiler) not in COMPILERS:
@@ -204,7 +213,7 @@ def _solve_for(session: Session, captured) -> Plan:
     from ..frontend.solve import solve_captured
 
     return solve_captured(captured, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
-                          allow_approx=opts.allow_approx)
+                          allow_approx=opts.allow_approx, **(opts.solver_options or {}))
 
 
 def _partition_fn(session: Session):

@@ -71,6 +71,28 @@ def test_unknown_backend_option_is_a_clear_error():
         BackendOptions.from_dict({"budgt": "50%"})
 
 
+def test_solver_options_reach_the_solver_and_clashes_are_clear_errors():
+    from recompiler.errors import SolverOptionError
+    from recompiler.runtime.backend import BackendOptions, make_backend
+
+    torch._dynamo.reset()
+    backend = make_backend({"compiler": "eager", "budget": "50%", "solver": "fastsa",
+                            "solver_options": {"stage1_iterations": 20_000, "stage2_iterations": 30_000,
+                                               "threads": 1, "restarts": 1, "baselines": False}})
+    m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    torch.compile(m, backend=backend)(torch.randn(8, 16)).sum().backward()
+    stats = backend.session.graphs[0].plan.stats
+    assert stats["stage2_iterations"] == 30_000 and stats["baselines"] == {}
+    with pytest.raises(SolverOptionError, match="give seed as backend options"):
+        BackendOptions.from_dict({"solver_options": {"seed": 1}})
+    with pytest.raises(SolverOptionError, match="solver_options is a dict"):
+        BackendOptions.from_dict({"solver_options": [1]})
+    with pytest.raises((SolverOptionError, torch._dynamo.exc.BackendCompilerFailed), match="takes no option stage9"):
+        torch._dynamo.reset()
+        bad = make_backend({"compiler": "eager", "solver": "fastsa", "solver_options": {"stage9": 1}})
+        torch.compile(m, backend=bad)(torch.randn(8, 16)).sum().backward()
+
+
 # ------------------------------------------------------------------ random ops: replay and pin
 def tiny_dropout():
     """Small enough for every solver, Checkmate's exact MILP included."""
