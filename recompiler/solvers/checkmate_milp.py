@@ -3,16 +3,26 @@
 The formulation, and why its optimum is exact for our ``simulate`` semantics, is in
 :mod:`recompiler.solvers.checkmate_model`. Backends: HiGHS (default), SCIP (both
 through pywraplp) and CP-SAT. HiGHS proved optimality fastest here (2-core CPU,
-90 s limit, no MIP start, memory in gcd units):
+120 s limit, memory rows scaled, load 1.0-1.4):
 
-=============  ==============  ===========================  ===========================
-instance       HiGHS           SCIP                         CP-SAT
-=============  ==============  ===========================  ===========================
-vgg16 @ 90%    optimal 10.2 s  time-out, +2.48% gap 0.62%   time-out, +4.29% gap 4.1%
-vgg19 @ 80%    optimal 80.6 s  time-out, +28.8% gap 22.4%   time-out, +39.9% gap 28.5%
-fcn_8 @ 90%    no incumbent    no incumbent                 time-out, +104% gap 50.9%
-fcn_8 @ 80%    optimal 103 s   time-out, gap 2.95% (120 s)  time-out, gap 20.8% (120 s)
-=============  ==============  ===========================  ===========================
+=================  ==============================  ==================================
+instance           HiGHS                           note
+=================  ==============================  ==================================
+vgg19 @ 80%        optimal +2.7559%, 47.0 s
+fcn_8_vgg @ 70%    optimal +0.8921%, 59.9 s
+vgg_unet @ 90%     optimal +1.1289%, 19.7 s        unscaled HiGHS "proved" +1.2901%
+vgg_unet @ 50%     no incumbent (MIP start +8.55%) CP-SAT 120 s: +7.19%, gap 1.39%
+segnet @ 60%       optimal +0.4233%, 28.4 s
+=================  ==============================  ==================================
+
+Floating-point backends are held to integer truth: the memory rows are divided by their
+largest coefficient (:func:`~.checkmate_model.memory_scale`; with raw ~1e7-unit coefficients
+HiGHS's presolve proved a wrong optimum), a solution that ``simulate`` finds a few bytes over
+the budget (within the backend's feasibility tolerance) has those bytes cut off the model's
+budget and is solved again, and CP-SAT on the real budget settles what the cut left open
+(``stats["tolerance_cut_bytes"]``, ``stats["settled_by"]``). "Optimal" is optimal among
+Checkmate's staged schedules, to a relative gap of 1e-7: FastSA's unstaged schedules can be
+cheaper still (segnet @ 90%: +0.103% against the staged optimum +0.1083%).
 
 CP-SAT finds *some* incumbent most often, so the call first builds one itself:
 the LP relaxation at the full budget (its objective is ``lower_bound_cost``) is
@@ -21,9 +31,8 @@ or halfway to the floor) and the best rounding that fits becomes a MIP start
 (CP-SAT and SCIP take it as a hint; HiGHS's hint crashes in OR-Tools 9.15, so for
 HiGHS it is only the fallback incumbent). On a time-out the best incumbent is
 returned with ``optimal: False`` and the relative gap to the best proven bound
-(the backend's, or the LP bound when higher). HiGHS works in floating point; its
-plan is re-judged by ``simulate`` like every plan, and memory coefficients are
-integers (bytes / gcd of the sizes), so rounding the binaries is exact.
+(the backend's, or the LP bound when higher). The plan is re-judged by ``simulate`` like
+every plan.
 
 >>> from recompiler.builders import training_chain
 >>> from recompiler.solvers import solve
