@@ -68,15 +68,21 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
     floor = require_reachable(graph, budget_bytes)
     original, coarse = graph, None
     if max_nodes is not None:
-        nodes = int((~graph.is_input).sum())
+        nodes = target = int((~graph.is_input).sum())
         # Coarser until the model is small enough to solve: density matters as much as size
         # (random layered graphs have 2-3x the FREE rows of a CNN of the same node count).
+        # Pinned nodes and side changes are runs of their own, so a coarsening may stay above
+        # max_nodes: the target then halves, and stops once it no longer shrinks the graph.
         while nodes > max_nodes or (nodes > MIN_COARSE_NODES
                                     and Formulation(graph, budget_bytes).size().nonzeros > MAX_NONZEROS):
-            nodes = min(max_nodes, nodes // 2) if nodes > max_nodes else nodes // 2
-            coarse = coarsen(original, max(MIN_COARSE_NODES, nodes))
-            graph = coarse.graph
-            nodes = int((~graph.is_input).sum())
+            if target <= MIN_COARSE_NODES:
+                break
+            target = max(MIN_COARSE_NODES, min(max_nodes, target // 2) if target > max_nodes else target // 2)
+            finer = coarsen(original, target)
+            finer_nodes = int((~finer.graph.is_input).sum())
+            if finer_nodes >= nodes:
+                break
+            coarse, graph, nodes = finer, finer.graph, finer_nodes
     full = Formulation(graph, budget_bytes)
     size = full.check_size(memory_cap_bytes)
     stats: dict = {"variables": size.variables, "constraints": size.constraints}
