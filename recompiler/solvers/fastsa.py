@@ -21,8 +21,8 @@ too (store-all, the graph's reference schedule, chen-greedy, greedy-evict, and t
 a caller passes — :func:`recompiler.frontend.solve.solve_captured` passes torch-knapsack's plan).
 One more restart starts stage 2 from the best of them at a low temperature, and the cheapest
 plan of all is returned (``stats["won"]``). This matters most where stage 1's grouped start
-meets a tight budget at once by recomputing whole groups (segnet at its floor: +2900% plain,
-+47% seeded).
+meets a tight budget at once by recomputing whole groups (segnet at its floor with the paper's
+moves only: +2900% plain, +47% seeded).
 
 Beyond the paper's moves (single adds, removes, rotations): segment moves recompute a node with a
 chain of its ancestors just before a use, drop such a chain, or swap a recomputation for one
