@@ -5,8 +5,11 @@ A row regresses when, for the same model × budget × solver:
 * its plan was judged before and is now invalid, errors, or is no longer run;
 * it met its budget before and does not now;
 * it missed its budget before and now, and its peak rose by more than :data:`OVERHEAD_SLACK_PP`
-  percentage points of the baseline (below the floor the peak is what a plan is judged by);
-* its overhead rose by more than :data:`OVERHEAD_SLACK_PP` percentage points;
+  percentage points of the baseline (over the budget the peak is what a plan is judged by);
+* its overhead rose by more than :data:`OVERHEAD_SLACK_PP` percentage points — except where the
+  budget was missed before and now and either lies below the reachable floor (the row was solved
+  for the floor: only its peak counts, and the cost there is seed noise) or the peak fell by more
+  than :data:`PEAK_TIE_PP` (a lower peak is worth its cost, as in FastSA's own ranking);
 * with ``times=True`` only: its solve time, as a ratio to the calibration solve timed in the
   same process, rose above :data:`TIME_FACTOR` × the expected ratio. Expected ratios below
   :data:`MIN_RATIO` count as that much: a solve shorter than two calibration solves (~0.3 s) is
@@ -28,6 +31,8 @@ from pathlib import Path
 
 EXPECTED_DIR = Path(__file__).resolve().parent / "expected"
 OVERHEAD_SLACK_PP = 1.0
+#: A missed budget's peak this much lower (pp of the baseline) buys its overhead.
+PEAK_TIE_PP = 0.1
 TIME_FACTOR = 3.0
 MIN_RATIO = 2.0
 
@@ -74,7 +79,10 @@ def compare(expected: dict, actual: dict, *, times: bool = True) -> list[str]:
         if not old["feasible"] and not new["feasible"] and new["peak_pct"] > old["peak_pct"] + OVERHEAD_SLACK_PP:
             problems.append(f"{where}: missed its budget at peak {old['peak_pct']:.1f}%, now at {new['peak_pct']:.1f}% "
                             f"(allowed: +{OVERHEAD_SLACK_PP:g} pp)")
-        if new["overhead_pct"] > old["overhead_pct"] + OVERHEAD_SLACK_PP:
+        missed = not old["feasible"] and not new["feasible"]
+        below_floor = "solved_for_bytes" in (old.get("stats") or {})
+        peak_fell = new["peak_pct"] < old["peak_pct"] - PEAK_TIE_PP
+        if not (missed and (below_floor or peak_fell)) and new["overhead_pct"] > old["overhead_pct"] + OVERHEAD_SLACK_PP:
             problems.append(f"{where}: overhead rose from {old['overhead_pct']:.2f}% to {new['overhead_pct']:.2f}% "
                             f"(allowed: +{OVERHEAD_SLACK_PP:g} pp)")
         old_ratio, new_ratio = max(_ratio(old), MIN_RATIO), _ratio(new)

@@ -65,6 +65,18 @@ def test_compare_holds_a_missed_budget_to_its_peak():
     assert len(problems) == 1 and "missed its budget at peak 55.0%, now at 56.5%" in problems[0]
 
 
+def test_compare_judges_a_missed_budget_by_its_peak_first():
+    missed = _row(feasible=False, peak_pct=55.0, overhead_pct=10.0)
+    # the same peak at a higher cost is a regression ...
+    assert "overhead rose" in _check(missed, _row(feasible=False, peak_pct=55.0, overhead_pct=12.0))[0]
+    # ... a lower peak is worth its cost ...
+    assert _check(missed, _row(feasible=False, peak_pct=54.0, overhead_pct=12.0)) == []
+    # ... and below the reachable floor (solved for the floor) only the peak counts
+    floor = dict(missed, stats={"solved_for_bytes": 123})
+    assert _check(floor, _row(feasible=False, peak_pct=55.0, overhead_pct=14.0)) == []
+    assert "now at 56.5%" in _check(floor, _row(feasible=False, peak_pct=56.5))[0]
+
+
 def test_compare_without_times_ignores_only_the_time():
     slow = _row(solve_seconds=60.0)
     assert _check(_row(), slow) != []
