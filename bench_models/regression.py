@@ -76,10 +76,10 @@ def compare(expected: dict, actual: dict, *, times: bool = True) -> list[str]:
         if old["feasible"] and not new["feasible"]:
             problems.append(f"{where}: met its budget before (peak {old['peak_pct']:.1f}%), now misses it "
                             f"(peak {new['peak_pct']:.1f}%)")
-        if not old["feasible"] and not new["feasible"] and new["peak_pct"] > old["peak_pct"] + OVERHEAD_SLACK_PP:
+        missed = not old["feasible"] and not new["feasible"]
+        if missed and new["peak_pct"] > old["peak_pct"] + OVERHEAD_SLACK_PP:
             problems.append(f"{where}: missed its budget at peak {old['peak_pct']:.1f}%, now at {new['peak_pct']:.1f}% "
                             f"(allowed: +{OVERHEAD_SLACK_PP:g} pp)")
-        missed = not old["feasible"] and not new["feasible"]
         below_floor = "solved_for_bytes" in (old.get("stats") or {})
         peak_fell = new["peak_pct"] < old["peak_pct"] - PEAK_TIE_PP
         if not (missed and (below_floor or peak_fell)) and new["overhead_pct"] > old["overhead_pct"] + OVERHEAD_SLACK_PP:

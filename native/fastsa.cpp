@@ -592,6 +592,15 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
         }
         return false;
     };
+    // A slot that holds an op, preferring (a few draws) one whose op is computed more than once.
+    auto random_recomputation = [&]() {
+        int t = -1;
+        for (int tries = 0; tries < 4; ++tries) {
+            t = s.occ[rng.below(uint32_t(s.occ.size()))];
+            if (s.prod[s.slot[t]].size() > 1) break;
+        }
+        return t;
+    };
     int64_t i = 0;
     for (; i < iterations; ++i, temp *= factor) {
         if ((i & 1023) == 0 && has_deadline && Clock::now() > deadline) {
@@ -612,10 +621,7 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
                 // ancestors) just before a later use instead: trades a costly recomputation for a
                 // cheaper one further up, which no single move reaches without a large uphill step.
                 kind = 5;
-                for (int tries = 0; tries < 4; ++tries) {
-                    t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
-                    if (s.prod[s.slot[t1]].size() > 1) break;
-                }
+                t1 = random_recomputation();
                 op = s.slot[t1];
                 if (!s.can_remove(op, t1) || s.ops.in_len[op] == 0) continue;
                 const int d = s.in_begin(op)[rng.below(uint32_t(s.ops.in_len[op]))];
@@ -639,10 +645,7 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
                 applied = s.add_segment(op, u, k, scan, seg_added);
             } else {
                 kind = 4;
-                for (int tries = 0; tries < 4; ++tries) {
-                    t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
-                    if (s.prod[s.slot[t1]].size() > 1) break;
-                }
+                t1 = random_recomputation();
                 applied = s.remove_segment(t1, k, scan, seg_removed);
             }
             if (!applied) continue;
@@ -674,11 +677,8 @@ StageRun anneal(State& s, Rng& rng, int64_t iterations, double temp0, double tem
             s.apply_add(op, t2);
             applied = true;
         } else if (kind == 1) {  // remove (a few draws to find a node computed more than once)
-            for (int tries = 0; tries < 4; ++tries) {
-                t1 = s.occ[rng.below(uint32_t(s.occ.size()))];
-                op = s.slot[t1];
-                if (s.prod[op].size() > 1) break;
-            }
+            t1 = random_recomputation();
+            op = s.slot[t1];
             if (!s.can_remove(op, t1)) continue;
             s.apply_remove(op, t1);
             applied = true;

@@ -87,7 +87,7 @@ def checkmate_lp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_lim
     size = full.check_size(memory_cap_bytes)
     stats: dict = {"variables": size.variables, "constraints": size.constraints}
     if coarse is not None:
-        stats["coarse_nodes"] = int((~graph.is_input).sum())
+        stats["coarse_nodes"] = nodes
 
     t0 = time.monotonic()
     bound, s_full, status_full = solve_lp(full, time_limit=0.4 * limit, backend=lp_backend)
