@@ -62,20 +62,21 @@ def random_layered(n: int, *, width: int = 4, edge_prob: float = 0.3, seed: int 
     gives the long-lived values that make recomputation interesting.
     """
     rng = np.random.default_rng(seed)
-    layer_of = [i // width for i in range(n)]
     deps: list[list[int]] = []
     for i in range(n):
-        layer = layer_of[i]
+        layer = i // width
         if layer == 0:
             deps.append([])
             continue
-        prev = [j for j in range(i) if layer_of[j] == layer - 1]
-        chosen = {int(rng.choice(prev))}
-        older = [j for j in range(i) if layer_of[j] < layer - 1]
+        # Layer L-1 is nodes [(L-1)·width, L·width) and every older layer is [0, (L-1)·width):
+        # drawing an index into these ranges (rng.choice(k) draws as rng.choice(range(k)))
+        # keeps the graphs of the former list-building version, seed for seed, in O(n).
+        prev0 = older = (layer - 1) * width  # first node of layer L-1; count of older nodes
+        chosen = {prev0 + int(rng.choice(width))}
         if older and rng.random() < edge_prob:
             chosen.add(int(rng.choice(older)))
         if rng.random() < edge_prob:
-            chosen.add(int(rng.choice(prev)))
+            chosen.add(prev0 + int(rng.choice(width)))
         deps.append(sorted(chosen))
     users = [0] * n
     for ds in deps:
