@@ -8,9 +8,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
 from .errors import BudgetError
+
+#: Byte counts are int64 in the native solvers and in simulate: a budget must be below 2**63.
+MAX_BUDGET_BYTES = 2**63 - 1
 
 _UNITS = {
     "": 1, "b": 1,
@@ -22,16 +27,25 @@ _PATTERN = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*([A-Za-z%]*)
 
 
 def parse_budget(spec: str | int | float, *, baseline_peak: int) -> int:
-    """Turn a budget spec into bytes. Percentages are of ``baseline_peak`` and must be in (0, 100]."""
+    """Turn a budget spec into bytes. Percentages are of ``baseline_peak`` and must be in (0, 100].
+
+    The number is read exactly (as a fraction, never through a float), so ``"9223372036854775807"``
+    stays that many bytes; a size must come to at least 1 byte and stay below 2**63 bytes.
+    """
     if isinstance(spec, bool):
         raise BudgetError(f"budget {spec!r} is not a size")
-    if isinstance(spec, (int, float)):
-        value, unit = float(spec), ""
+    if isinstance(spec, int):
+        value, unit = Fraction(spec), ""
+    elif isinstance(spec, float):
+        if not math.isfinite(spec):
+            raise BudgetError(f"budget {spec!r} is not a finite size")
+        value, unit = Fraction(spec), ""
     else:
         m = _PATTERN.match(str(spec))
         if not m:
             raise BudgetError(f"cannot read budget {spec!r}: use a percentage like 25% or a size like 12GiB")
-        value, unit = float(m.group(1)), m.group(2).lower()
+        # Fraction reads "1e400" exactly: no float overflow to inf, no rounding of 19-digit sizes
+        value, unit = Fraction(m.group(1)), m.group(2).lower()
     if unit == "%":
         if not 0 < value <= 100:
             raise BudgetError(f"budget {spec} is out of range: a percentage must be above 0% and at most 100%")
@@ -40,7 +54,13 @@ def parse_budget(spec: str | int | float, *, baseline_peak: int) -> int:
         raise BudgetError(f"unknown unit {unit!r} in budget {spec!r}: use %, B, KB, MB, GB, KiB, MiB or GiB")
     if value <= 0:
         raise BudgetError(f"budget {spec} must be positive")
-    return int(value * _UNITS[unit])
+    size = value * _UNITS[unit]
+    if size > MAX_BUDGET_BYTES:
+        raise BudgetError(f"budget {spec} is too large: sizes must be below 2^63 bytes (8 EiB)")
+    if size < 1:
+        # int() would make it 0 bytes, a budget no plan can meet, and say nothing
+        raise BudgetError(f"budget {spec} is less than 1 byte")
+    return int(size)
 
 
 def format_bytes(n: float) -> str:

@@ -56,11 +56,10 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
-        try:
-            return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k not in ("stats", "lowerings")},
-                       stats=d.get("stats", {}), lowerings=list(d.get("lowerings", [])))
-        except KeyError as e:
-            raise GraphFormatError(f"plan JSON lacks field {e}") from None
+        """Read a plan JSON object; any field of the wrong type is a GraphFormatError naming it."""
+        _check_plan_dict(d)
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k not in ("stats", "lowerings")},
+                   stats=d.get("stats", {}), lowerings=list(d.get("lowerings", [])))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the plan JSON atomically (temp file + rename)."""
@@ -72,9 +71,96 @@ def load_plan(path: str | os.PathLike) -> Plan:
     if not path.is_file():
         raise GraphFormatError(f"plan file not found: {path}")
     try:
-        return Plan.from_dict(json.loads(path.read_text()))
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GraphFormatError(f"{path}: cannot read the plan ({e})") from None
+    try:
+        d = json.loads(text)
     except json.JSONDecodeError as e:
         raise GraphFormatError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return Plan.from_dict(d)
+    except GraphFormatError as e:
+        raise GraphFormatError(f"{path}: {e}") from None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+#: What each plan JSON field must hold (DESIGN.md): a check and the words for the error.
+_FIELD_TYPES = {
+    "graph": (lambda x: isinstance(x, str), "a string"),
+    "solver": (lambda x: isinstance(x, str), "a string"),
+    "budget_bytes": (lambda x: _is_int(x) and x >= 0, "a non-negative integer"),
+    "baseline_peak_bytes": (lambda x: _is_int(x) and x >= 0, "a non-negative integer"),
+    "peak_bytes": (lambda x: _is_int(x) and x >= 0, "a non-negative integer"),
+    "baseline_cost": (_is_number, "a number"),
+    "cost": (_is_number, "a number"),
+    "overhead": (_is_number, "a number"),
+    "solve_seconds": (_is_number, "a number"),
+    "schedule": (lambda x: isinstance(x, list) and all(_is_int(v) and v >= 0 for v in x),
+                 "a list of node ids (non-negative integers)"),
+    "variant": (lambda x: isinstance(x, list) and all(_is_int(v) and v >= 0 for v in x),
+                "a list of option indices (non-negative integers)"),
+    "recomputed": (lambda x: isinstance(x, list) and all(isinstance(v, str) for v in x), "a list of node names"),
+    "feasible": (lambda x: isinstance(x, bool), "true or false"),
+}
+
+
+def _check_plan_dict(d) -> None:
+    """Reject a plan JSON that would make its readers (``recompile show``, ``apply_plan``) crash.
+
+    A plan file is user input: it may be hand-edited or come from another tool, so every field
+    the readers index or do arithmetic with is checked here, once, with a message naming it.
+    """
+    if not isinstance(d, dict):
+        raise GraphFormatError(f"a plan JSON must be an object, not {_json_kind(d)}")
+    for name in Plan.__dataclass_fields__:
+        if name in ("stats", "lowerings"):
+            continue
+        if name not in d:
+            raise GraphFormatError(f"plan JSON lacks field {name!r}")
+        ok, words = _FIELD_TYPES[name]
+        if not ok(d[name]):
+            raise GraphFormatError(f"plan field {name!r} must be {words}, not {_json_kind(d[name])}")
+    stats = d.get("stats", {})
+    if not isinstance(stats, dict):
+        raise GraphFormatError(f"plan field 'stats' must be an object, not {_json_kind(stats)}")
+    lowerings = d.get("lowerings", [])
+    if not (isinstance(lowerings, list) and all(
+            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("group", "kind", "option"))
+            for e in lowerings)):
+        raise GraphFormatError("plan field 'lowerings' must be a list of objects with string "
+                               "'group', 'kind' and 'option'")
+    for key in ("node_names", "module_paths"):
+        if key in stats and not (isinstance(stats[key], list)
+                                 and all(isinstance(v, str) or v is None for v in stats[key])):
+            raise GraphFormatError(f"plan field 'stats.{key}' must be a list of strings")
+    names = stats.get("node_names")
+    if names is not None and d["schedule"]:
+        top = max(d["schedule"])
+        if top >= len(names):
+            raise GraphFormatError(f"plan schedule names node {top}, but stats.node_names has only "
+                                   f"{len(names)} nodes")
+        paths = stats.get("module_paths")
+        if paths is not None and len(paths) != len(names):
+            raise GraphFormatError(f"plan stats.module_paths has {len(paths)} entries, stats.node_names "
+                                   f"{len(names)}")
+
+
+def _json_kind(x) -> str:
+    """How JSON would call the value: an array, a string, a number..."""
+    if isinstance(x, bool):
+        return "a boolean"
+    if x is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}.get(
+        type(x), type(x).__name__)
 
 
 def recomputed_names(graph: CostGraph, schedule: Sequence[int]) -> list[str]:
