@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, error_console, fail, say, user_errors
+from .common import SECONDS, check_output, console, error_console, fail, say, user_errors, verbose_option
 
 
 def _import_bench_models():
@@ -51,9 +51,10 @@ def _import_bench_models():
 @click.option("--check", is_flag=True,
               help="Compare this run with bench_models/expected/<suite>.json, solve times included (run it on a "
                    "quiet machine); exit 1 on any regression.")
-@click.option("--time-limit", type=float, default=None,
-              help="Seconds per solve (full suite, default 60; ci uses fixed iteration counts).")
+@click.option("--time-limit", type=SECONDS, default=None,
+              help="Seconds per solve, positive and finite (full suite, default 60; ci uses fixed iteration counts).")
 @click.option("--list", "list_models", is_flag=True, help="List the suite's models and sizes, and exit.")
+@verbose_option
 def bench_command(suite, models, model_files, cost, budgets, solvers, json_out, update_expected, check, time_limit,
                   list_models):
     """Run the benchmark suite: capture each model once, plan it at every budget with every solver."""
@@ -66,6 +67,7 @@ def bench_command(suite, models, model_files, cost, budgets, solvers, json_out, 
             click.echo(f"{name:32s} {e.kind:7s} {e.sizes[suite]}")
         return
     with user_errors():
+        check_output(json_out)  # before a run of many minutes, not after it
         model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
         if model_files:
             from recompiler.errors import RecompilerError
@@ -113,7 +115,7 @@ def bench_command(suite, models, model_files, cost, budgets, solvers, json_out, 
         if json_out:
             from recompiler.fileio import write_json_atomic
 
-            write_json_atomic(json_out, result.to_dict())
+            write_json_atomic(json_out, result.to_dict(), make_parents=False)
         if update_expected:
             from recompiler.fileio import write_json_atomic
 
@@ -156,7 +158,7 @@ def _run_with_progress(runner, suite, names, budgets, solvers, time_limit, json_
         def checkpoint(partial):  # a long run keeps what it has so far
             from recompiler.fileio import write_json_atomic
 
-            write_json_atomic(json_out, {**partial.to_dict(), "partial": True})
+            write_json_atomic(json_out, {**partial.to_dict(), "partial": True}, make_parents=False)
 
         return runner.run_suite(suite, models=names, budgets=budgets, solvers=solvers, time_limit=time_limit,
                                 cost=cost, on_model=on_model, on_row=on_row,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import console, say, status, user_errors
+from .common import (EXIT_INFEASIBLE, SECONDS, console, quiet_torch_logs, say, status, user_errors,
+                     verbose_option)
 
 EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
 
@@ -17,7 +18,7 @@ EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
 @click.option("--solver", "-s", default=None, help="Solver name (default: the best available).")
 @click.option("--device-profile", "-d", type=click.Choice(["cpu", "a100", "h100"]), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--time-limit", type=float, default=None, help="Seconds the solver may run.")
+@click.option("--time-limit", type=SECONDS, default=None, help="Seconds the solver may run (positive, finite).")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed steps per mode (median reported).")
 @click.option("--tolerance", type=float, default=1e-5, show_default=True,
               help="Largest relative gradient error accepted; above it the command exits 1.")
@@ -29,6 +30,7 @@ EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
 @click.option("--compiler", default="inductor", show_default=True,
               help="Compile the planned graphs with inductor or run them eagerly (eager: bit-identical to "
                    "eager PyTorch). A --plan uses its own.")
+@verbose_option
 def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance, rng,
                   no_lowerings, compiler):
     """Run MODEL_FILE's training step eagerly and under a plan; compare memory, time and gradients."""
@@ -54,10 +56,10 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
         from recompiler.frontend.modelfile import load_model_file
         from recompiler.runtime.check import check_step
 
-        with status(f"loading {model_file}"):
+        with status(f"loading {model_file}"), quiet_torch_logs():
             spec = load_model_file(model_file)
         device = "cuda" if torch.cuda.is_available() and next(spec.model.parameters()).is_cuda else "cpu"
-        with status("running the step eagerly and under the plan"):
+        with status("running the step eagerly and under the plan"), quiet_torch_logs():
             r = check_step(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, budget=budget or "100%",
                            solver=solver, device_profile=device_profile, seed=seed, time_limit=time_limit,
                            plan=plan_file, repeats=repeats, device=device, rng=rng, lowerings=not no_lowerings,
@@ -66,6 +68,12 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
     if r.max_grad_error > tolerance:
         say(f"[bold red]gradients differ:[/] max relative error {r.max_grad_error:.2e} > {tolerance:g}")
         raise SystemExit(EXIT_MISMATCH)
+    if not r.feasible:
+        # as `recompile plan` does: a plan that misses its budget is not a success
+        say(f"[bold red]infeasible:[/] the plan's simulated peak is "
+            f"{100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes:.1f}% of baseline, over the "
+            "budget (gradients match)")
+        raise SystemExit(EXIT_INFEASIBLE)
 
 
 def report_table(r, name: str):
@@ -97,5 +105,6 @@ def report_table(r, name: str):
         options = sorted({e["option"] for e in r.lowerings})
         t.add_row("lowerings chosen", "", str(len(r.lowerings)), ", ".join(options))
     t.add_row("BatchNorm statistics equal", "", "yes" if r.buffers_equal else "[red]no[/]", "")
-    t.add_row("graphs / recomputations", "", f"{r.graphs} / {r.recomputations}", "")
+    t.add_row("graphs / recomputations", "", f"{r.graphs} / {r.recomputations}",
+              f"+{r.recompiles} recompiled (replaced)" if r.recompiles else "")
     return t

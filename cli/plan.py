@@ -7,7 +7,9 @@ from collections import defaultdict
 
 import click
 
-from .common import EXIT_INFEASIBLE, console, infeasible_message, lowerings_table, say, status, user_errors
+from .common import (EXIT_INFEASIBLE, SECONDS, check_output, console, infeasible_message, lowerings_table,
+                     overhead_warning, quiet_torch_logs, record_recompute_costs, say, status, user_errors,
+                     verbose_option, warn)
 
 #: Rows of the "recomputed" table before the rest is summarised in one line.
 MAX_MODULE_ROWS = 25
@@ -20,9 +22,10 @@ MAX_MODULE_ROWS = 25
 @click.option("--device-profile", "-d", type=click.Choice(["cpu", "a100", "h100"]), default="cpu", show_default=True,
               help="Roofline profile for compute costs.")
 @click.option("--profile", "timed", is_flag=True, help="Time every node on this machine instead of the roofline (slower).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here (atomically).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the plan JSON here (atomically; its folder must exist).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for randomized solvers.")
-@click.option("--time-limit", type=float, default=None, help="Seconds the solver may run.")
+@click.option("--time-limit", type=SECONDS, default=None, help="Seconds the solver may run (positive, finite).")
 @click.option("--rng", default="replay", show_default=True,
               help="replay: random ops (dropout) draw a seed each and may be recomputed bit for bit; "
                    "pin: computed once, on eager's RNG stream.")
@@ -31,6 +34,7 @@ MAX_MODULE_ROWS = 25
 @click.option("--compiler", default="inductor", show_default=True,
               help="What will compile the planned graphs: inductor (fused; percentages are of inductor's own "
                    "step) or eager (fx graphs run node by node; percentages of store-all).")
+@verbose_option
 def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings,
                  compiler):
     """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
@@ -40,6 +44,7 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
     of the outputs).
     """
     with user_errors():
+        check_output(json_out)                  # a bad --json path fails before the capture, not after
         from recompiler.budget import parse_budget
         from recompiler.solvers import get_solver
 
@@ -57,9 +62,10 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         from recompiler.simulate import baseline
 
         start = time.perf_counter()
-        with status(f"loading {model_file}"):
+        with status(f"loading {model_file}"), quiet_torch_logs():
             spec = load_model_file(model_file)
-        with status(f"capturing the training step of {spec.name}" + (" and timing every node" if timed else "")):
+        with status(f"capturing the training step of {spec.name}" + (" and timing every node" if timed else "")), \
+                quiet_torch_logs():
             cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, device_profile=device_profile,
                           profile=timed, name=spec.name, rng=rng, lowerings=not no_lowerings,
                           compiler=compiler)
@@ -89,8 +95,9 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         from recompiler import lowerings
 
         plan.lowerings = lowerings.chosen(graph, cap.lowerings, plan.variant)
+        record_recompute_costs(plan, graph)
         if json_out:
-            plan.save(json_out)
+            plan.save(json_out, make_parents=False)
     from recompiler.frontend.capture import reachable_floor
 
     out = console()
@@ -100,6 +107,9 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         out.print(lowerings_table(plan.lowerings))
     if json_out:
         say(f"plan written to {json_out}")
+    extreme = overhead_warning(plan, graph)
+    if extreme:
+        warn(extreme)
     if not plan.feasible:
         say(f"[bold red]infeasible:[/] {infeasible_message(plan, reachable_floor(graph, plan.variant))}")
         raise SystemExit(EXIT_INFEASIBLE)
@@ -126,7 +136,10 @@ def _summary(cap, plan, capture_seconds: float):
     colour = "green" if plan.feasible else "red"
     t.add_row("planned peak", f"[{colour}]{format_bytes(plan.peak_bytes)}[/] ({100 * plan.peak_fraction:.1f}% of baseline)")
     floor = reachable_floor(g, plan.variant)
-    t.add_row("smallest reachable", f"{format_bytes(floor)} ({100 * floor / plan.baseline_peak_bytes:.1f}%)")
+    # CostGraph.floor bounds every schedule's peak from below; the best reachable peak is often
+    # above it (a 78.1% plan beside a 66.7% bound), so it is never called "reachable"
+    t.add_row("peak lower bound", f"{format_bytes(floor)} ({100 * floor / plan.baseline_peak_bytes:.1f}%; no "
+                                  "schedule goes below it)")
     t.add_row("estimated overhead", f"{100 * plan.overhead:.2f}% ({plan.baseline_cost * 1e3:.2f} → {plan.cost * 1e3:.2f} ms)")
     t.add_row("recomputed nodes", str(len(plan.recomputed)))
     if cap.rng == "replay":

@@ -17,6 +17,10 @@ class GraphFormatError(RecompilerError):
     """A graph or plan file cannot be read: missing, malformed JSON, unknown format."""
 
 
+class OutputPathError(RecompilerError):
+    """A file recompiler was asked to write cannot be written there (missing folder, not a file...)."""
+
+
 class BudgetError(RecompilerError):
     """A budget specification that cannot be understood or is out of range."""
 

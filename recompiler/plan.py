@@ -61,9 +61,9 @@ class Plan:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k not in ("stats", "lowerings")},
                    stats=d.get("stats", {}), lowerings=list(d.get("lowerings", [])))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the plan JSON atomically (temp file + rename)."""
-        write_json_atomic(path, self.to_dict())
+    def save(self, path: str | os.PathLike, *, make_parents: bool = True) -> None:
+        """Write the plan JSON atomically (temp file + rename), mode 0666 less the umask."""
+        write_json_atomic(path, self.to_dict(), make_parents=make_parents)
 
 
 def load_plan(path: str | os.PathLike) -> Plan:

@@ -53,6 +53,11 @@ def load_model_file(path) -> ModelSpec:
         if callable(getattr(module, "build", None)):
             try:
                 built = module.build()
+            except SystemExit as e:
+                # sys.exit() in build() would end `recompile` itself, silently and with the
+                # model's exit code (0 reads as success): a model file must return its model
+                raise ModelFileError(f"{path}: build() called sys.exit({e.code!r}) instead of returning "
+                                     "(model, example_inputs)") from e
             except Exception as e:  # noqa: BLE001 - the user's code: report it in one line
                 raise ModelFileError(f"{path}: build() raised {_one_line(e)}") from e
             if not (isinstance(built, (tuple, list)) and len(built) == 2):
@@ -64,6 +69,9 @@ def load_model_file(path) -> ModelSpec:
             raise ModelFileError(f"{path} defines neither build() nor module-level `model` and `example_inputs`")
     except ModelFileError:
         raise
+    except SystemExit as e:  # a script's `sys.exit(main())` guard-less at module level
+        raise ModelFileError(f"{path}: called sys.exit({e.code!r}) while loading; guard a script's own "
+                             "code with `if __name__ == \"__main__\":`") from e
     except Exception as e:  # noqa: BLE001 - importing the user's file raised
         raise ModelFileError(f"{path}: raised {_one_line(e)} while loading") from e
     finally:

@@ -47,6 +47,7 @@ class CheckReport:
     lowerings: tuple = ()          # the non-default lowerings the plans chose (plan JSON entries)
     compiler: str = "eager"        # what compiled the planned graphs (inductor or eager)
     baseline_predicted_bytes: int = 0  # the planner's baseline (the step without recompiler), minus inputs
+    recompiles: int = 0            # graphs dynamo compiled again for the same code (replaced, not added)
 
     @property
     def of_baseline(self) -> float:
@@ -143,7 +144,7 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     options = {"plan": plan} if plan else {"budget": budget, "solver": solver, "device_profile": device_profile,
                                           "seed": seed, "time_limit": time_limit, "rng": rng,
                                           "lowerings": lowerings, "compiler": compiler}
-    backend = make_backend(options)
+    backend = _tag_compile_ids(make_backend(options))
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
 
     def planned():
@@ -182,6 +183,9 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)
 
+    # after every step ran: a recompile (e.g. HF setting config.problem_type in its first call)
+    # may have happened in any of them, and it replaces its frame's graph rather than adding one
+    records, recompiles = _current_graphs(backend)
     sim_peak = sum(r.plan.peak_bytes for r in records)
     base_peak = sum(r.plan.baseline_peak_bytes for r in records)
     alive_before = sum(r.plan.stats.get("input_bytes", 0) for r in records)
@@ -195,4 +199,40 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         device=device, reference=reference_name, random_ops=sum(r.random_ops for r in records),
         random_recomputed=sum(r.random_recomputed for r in records),
         lowerings=tuple(entry for r in records for entry in r.lowerings), compiler=backend.session.compiler,
-        baseline_predicted_bytes=base_peak - alive_before)
+        baseline_predicted_bytes=base_peak - alive_before, recompiles=recompiles)
+
+
+def _tag_compile_ids(backend):
+    """Wrap a backend so each graph record it adds knows its dynamo frame and recompile number."""
+    from torch._guards import CompileContext
+
+    ids = {}
+
+    def tagged(gm, example_inputs, **kwargs):
+        before = len(backend.session.graphs)
+        out = backend(gm, example_inputs, **kwargs)
+        cid = CompileContext.current_compile_id()
+        if cid is not None:
+            for r in backend.session.graphs[before:]:
+                ids[id(r)] = (cid.frame_id, cid.frame_compile_id)
+        return out
+
+    tagged.session, tagged.compile_ids = backend.session, ids
+    return tagged
+
+
+def _current_graphs(backend):
+    """The graphs one step runs now, and how many earlier graphs of the same code they replaced.
+
+    Graph breaks give graphs of different frames, which all run in a step (their peaks add
+    up); a recompile of the same frame (a guard failed) gives a graph that replaces the
+    frame's earlier one: only the newest per frame is counted.
+    """
+    latest: dict = {}
+    for r in backend.session.graphs:
+        frame, number = backend.compile_ids.get(id(r), (("untagged", id(r)), 0))  # untagged: its own frame
+        if frame not in latest or number >= latest[frame][0]:
+            latest[frame] = (number, id(r))
+    kept = {rid for _, rid in latest.values()}
+    current = [r for r in backend.session.graphs if id(r) in kept]
+    return current, len(backend.session.graphs) - len(current)
