@@ -12,6 +12,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -59,13 +60,99 @@ class ResolvedCosts:
     memory: np.ndarray
 
 
+#: Byte counts are int64 in simulate and the native core. A graph whose sizes (each node at its
+#: largest option, plus fixed_memory) add up to more is refused, so that no peak can overflow:
+#: at any step at most one value of each node is live.
+MAX_BYTES = 2**63 - 1
+
+
+def _as_int(x, what: str) -> int:
+    """An integer field: an int (numpy's too) or an integral float such as 3.0; never a bool or a
+    string, and never a fraction (1.9 is an error, not 1)."""
+    if type(x) is int:
+        return x
+    if isinstance(x, (bool, np.bool_)):
+        raise InvalidGraph(f"{what} is {x!r}: a boolean, expected an integer")
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        if math.isfinite(x) and float(x).is_integer():
+            return int(x)
+        raise InvalidGraph(f"{what} is {x!r}, expected an integer")
+    raise InvalidGraph(f"{what} is {x!r} (a {type(x).__name__}), expected an integer")
+
+
+def _as_number(x, what: str) -> float:
+    """A cost: an int or float (numpy's too); never a bool or a string."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise InvalidGraph(f"{what} is {x!r} (a {type(x).__name__}), expected a number")
+    return float(x)
+
+
+def _as_sizes(values, n: int, what: str) -> np.ndarray:
+    """Byte sizes as int64, each checked by the rules of :func:`_as_int` and below 2**63."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        arr = values.reshape(-1)
+        if arr.dtype.kind == "f":
+            bad = ~np.isfinite(arr) | (arr != np.floor(arr))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InvalidGraph(f"{what}[{i}] is {arr[i]!r}, expected an integer")
+            if arr.size and np.abs(arr).max() >= 2.0**63:
+                i = int(np.argmax(np.abs(arr)))
+                raise InvalidGraph(f"{what}[{i}] is {arr[i]:.6g} bytes, more than 2**63 - 1")
+        elif arr.dtype.kind == "u" and arr.size and arr.max() > MAX_BYTES:
+            i = int(np.argmax(arr))
+            raise InvalidGraph(f"{what}[{i}] is {int(arr[i])} bytes, more than 2**63 - 1")
+        return arr.astype(np.int64)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise InvalidGraph(f"{what} must be a list of {n} integers, not {type(values).__name__}")
+    out = [_as_int(x, f"{what}[{i}]") for i, x in enumerate(values)]
+    for i, x in enumerate(out):
+        if x > MAX_BYTES:
+            raise InvalidGraph(f"{what}[{i}] is {x} bytes, more than 2**63 - 1")
+        if x < -MAX_BYTES:
+            raise InvalidGraph(f"{what}[{i}] is a negative size")
+    return np.asarray(out, dtype=np.int64).reshape(-1)
+
+
+def _as_costs(values, what: str) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        return values.astype(np.float64).reshape(-1)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise InvalidGraph(f"{what} must be a list of numbers, not {type(values).__name__}")
+    return np.asarray([_as_number(x, f"{what}[{i}]") for i, x in enumerate(values)], dtype=np.float64).reshape(-1)
+
+
 def _as_bool(values, n: int, what: str) -> np.ndarray:
+    """A flag per node: booleans only (numpy's too). Why strict: ``bool("false")`` is True."""
     if values is None:
         return np.zeros(n, dtype=bool)
-    arr = np.asarray(values, dtype=bool)
+    if isinstance(values, np.ndarray) and values.dtype.kind == "b":
+        arr = values.reshape(-1).copy()
+    else:
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise InvalidGraph(f"{what} must be a list of {n} booleans, not {type(values).__name__}")
+        for i, x in enumerate(values):
+            if not isinstance(x, (bool, np.bool_)):
+                raise InvalidGraph(f"{what}[{i}] is {x!r} (a {type(x).__name__}), expected true or false")
+        arr = np.asarray(values, dtype=bool).reshape(-1)
     if arr.shape != (n,):
         raise InvalidGraph(f"{what} has {arr.size} entries, expected {n}")
     return arr
+
+
+def _total_bytes(memory: np.ndarray, groups, fixed_memory: int) -> int:
+    """Σ over nodes of its largest size over the options, + fixed_memory, exactly (no int64 overflow)."""
+    largest = memory.copy()
+    for g in groups:
+        for o in g.options:
+            if len(o.memory) == len(g.nodes):
+                np.maximum.at(largest, np.asarray(g.nodes, dtype=np.int64),
+                              np.asarray(o.memory, dtype=np.int64))
+    largest = np.maximum(largest, 0)
+    # Each entry is below 2**63: the high and low 32-bit halves sum without overflow.
+    return int((largest >> 32).sum()) * 2**32 + int((largest & 0xFFFFFFFF).sum()) + fixed_memory
 
 
 @dataclass(eq=False)
@@ -98,19 +185,20 @@ class CostGraph:
         self.names = [str(x) for x in self.names]
         if len(self.deps) != n:
             raise InvalidGraph(f"deps has {len(self.deps)} entries, expected {n} (one per node)")
-        self.deps = [[int(d) for d in ds] for ds in self.deps]
-        self.compute = np.asarray(self.compute, dtype=np.float64).reshape(-1)
-        self.memory = np.asarray(self.memory, dtype=np.int64).reshape(-1)
+        self.deps = [[d if type(d) is int else _as_int(d, f"deps[{i}]") for d in ds]
+                     for i, ds in enumerate(self.deps)]
+        self.compute = _as_costs(self.compute, "compute")
+        self.memory = _as_sizes(self.memory, n, "memory")
         if self.compute.shape != (n,) or self.memory.shape != (n,):
             raise InvalidGraph(f"compute and memory need {n} entries each")
         self.is_backward = _as_bool(self.is_backward, n, "is_backward")
         self.is_input = _as_bool(self.is_input, n, "is_input")
         self.pinned = _as_bool(self.pinned, n, "pinned")
         self.is_output = _as_bool(self.is_output, n, "is_output")
-        self.fixed_memory = int(self.fixed_memory)
+        self.fixed_memory = _as_int(self.fixed_memory, "fixed_memory")
         self.variant_groups = [_as_group(g) for g in self.variant_groups]
         if self.reference is not None:
-            self.reference = [int(v) for v in self.reference]
+            self.reference = [_as_int(v, f"reference[{t}]") for t, v in enumerate(self.reference)]
         self._validate()
 
     # ----------------------------------------------------------------- checks
@@ -135,6 +223,10 @@ class CostGraph:
             raise InvalidGraph(f"node {both[0]} ({self.names[both[0]]!r}) is an input and pinned; inputs are never scheduled")
         for g in self.variant_groups:
             _validate_group(self, g)
+        total = _total_bytes(self.memory, self.variant_groups, self.fixed_memory)
+        if total > MAX_BYTES:
+            raise InvalidGraph(f"the graph's sizes add up to {total:,} B (every node at its largest option, plus "
+                               f"fixed_memory), more than 2**63 - 1: peaks would not be exact")
 
     # ------------------------------------------------------------- accessors
     @property
@@ -241,18 +333,66 @@ def _order_error(g: CostGraph, i: int, d: int) -> str:
                 "nodes must be numbered in a topological order")
 
 
+_GROUP_KEYS = {"name", "kind", "nodes", "options"}
+_OPTION_KEYS = {"name", "exact", "compute", "memory", "deps"}
+
+
+def _unknown(d: dict, known: set, where: str) -> None:
+    extra = sorted(map(str, set(d) - known))
+    if extra:
+        raise InvalidGraph(f"{where} has unknown field{'s' if len(extra) > 1 else ''} {', '.join(extra)} "
+                           f"(known: {', '.join(sorted(known))})")
+
+
+def _as_option(o, where: str) -> VariantOption:
+    """One option, from a VariantOption or a dict, with the same strict types as the graph's own fields."""
+    if isinstance(o, VariantOption):
+        name, exact, compute, memory, deps = o.name, o.exact, o.compute, o.memory, o.deps
+    elif isinstance(o, dict):
+        _unknown(o, _OPTION_KEYS, where)
+        missing = sorted({"name", "exact", "compute", "memory"} - set(o))
+        if missing:
+            raise InvalidGraph(f"{where} lacks {', '.join(missing)}")
+        name, exact, compute, memory, deps = o["name"], o["exact"], o["compute"], o["memory"], o.get("deps")
+    else:
+        raise InvalidGraph(f"{where} is {o!r}, expected an object")
+    if not isinstance(exact, (bool, np.bool_)):
+        raise InvalidGraph(f"{where}: exact is {exact!r} (a {type(exact).__name__}), expected true or false")
+    for field_name, value in (("compute", compute), ("memory", memory)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            raise InvalidGraph(f"{where}: {field_name} must be a list, not {type(value).__name__}")
+    mem = [_as_int(m, f"{where} memory[{k}]") for k, m in enumerate(memory)]
+    if any(m > MAX_BYTES for m in mem):
+        raise InvalidGraph(f"{where} has a size of more than 2**63 - 1 bytes")
+    if deps is not None:
+        if isinstance(deps, (str, bytes)) or not hasattr(deps, "__len__") or any(
+                isinstance(ds, (str, bytes)) or not hasattr(ds, "__len__") for ds in deps):
+            raise InvalidGraph(f"{where}: deps must be a list of lists of node ids")
+        deps = [[_as_int(d, f"{where} deps[{k}]") for d in ds] for k, ds in enumerate(deps)]
+    return VariantOption(name=str(name), exact=bool(exact),
+                         compute=[_as_number(c, f"{where} compute[{k}]") for k, c in enumerate(compute)],
+                         memory=mem, deps=deps)
+
+
 def _as_group(g) -> VariantGroup:
+    """A group, from a VariantGroup or a dict (a graph file's), its fields checked and normalized."""
     if isinstance(g, VariantGroup):
-        return g
-    try:
-        opts = [o if isinstance(o, VariantOption) else VariantOption(
-            name=str(o["name"]), exact=bool(o["exact"]), compute=[float(x) for x in o["compute"]],
-            memory=[int(x) for x in o["memory"]],
-            deps=None if o.get("deps") is None else [[int(d) for d in ds] for ds in o["deps"]])
-            for o in g["options"]]
-        return VariantGroup(name=str(g["name"]), kind=str(g["kind"]), nodes=[int(x) for x in g["nodes"]], options=opts)
-    except (KeyError, TypeError, ValueError) as e:
-        raise InvalidGraph(f"malformed variant group {g.get('name', '?') if isinstance(g, dict) else g!r}: {e}") from None
+        name, kind, nodes, options = g.name, g.kind, g.nodes, g.options
+    elif isinstance(g, dict):
+        _unknown(g, _GROUP_KEYS, f"variant group {g.get('name', '?')!r}")
+        missing = sorted(_GROUP_KEYS - set(g))
+        if missing:
+            raise InvalidGraph(f"malformed variant group {g.get('name', '?')!r}: lacks {', '.join(missing)}")
+        name, kind, nodes, options = g["name"], g["kind"], g["nodes"], g["options"]
+    else:
+        raise InvalidGraph(f"malformed variant group {g!r}: expected an object")
+    where = f"variant group {name!r}"
+    for field_name, value in (("nodes", nodes), ("options", options)):
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+            raise InvalidGraph(f"{where}: {field_name} must be a list, not {type(value).__name__}")
+    opts = [_as_option(o, f"{where} option {k}") for k, o in enumerate(options)]
+    return VariantGroup(name=str(name), kind=str(kind), nodes=[_as_int(x, f"{where} nodes[{k}]")
+                                                                for k, x in enumerate(nodes)], options=opts)
 
 
 def _validate_group(graph: CostGraph, g: VariantGroup) -> None:

@@ -33,6 +33,7 @@ def graph_to_dict(g: CostGraph) -> dict:
         "is_backward": g.is_backward.tolist(), "is_input": g.is_input.tolist(),
         "pinned": g.pinned.tolist(), "is_output": g.is_output.tolist(),
         "fixed_memory": g.fixed_memory,
+        **({"reference": g.reference} if g.reference is not None else {}),
         "variant_groups": [
             {"name": vg.name, "kind": vg.kind, "nodes": vg.nodes,
              "options": [{"name": o.name, "exact": o.exact, "compute": o.compute, "memory": o.memory,
@@ -89,17 +90,52 @@ def _field(d: dict, key: str, n: int | None = None):
     return d[key]
 
 
+#: Every field of our format; any other is refused by name (a typo such as "pined" would
+#: otherwise drop the pins without a word).
+OWN_FIELDS = ("format", "version", "name", "names", "deps", "compute", "memory", "is_backward", "is_input",
+              "pinned", "is_output", "fixed_memory", "variant_groups", "reference")
+
+
 def _from_ours(d: dict) -> CostGraph:
     if d.get("version") != VERSION:
         raise GraphFormatError(f"unsupported recompiler-graph version {d.get('version')!r} (this reads {VERSION})")
+    unknown = sorted(str(k) for k in d if k not in OWN_FIELDS)
+    if unknown:
+        raise GraphFormatError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                               f"in recompiler-graph (known: {', '.join(OWN_FIELDS)})")
+    for key in ("names", "deps", "compute", "memory", "variant_groups"):
+        if key in d and not isinstance(d[key], list):
+            raise GraphFormatError(f"field {key!r} must be a list, not {type(d[key]).__name__}")
+    if any(not isinstance(ds, list) for ds in d.get("deps", [])):
+        raise GraphFormatError("field 'deps' must be a list of lists of node ids")
     try:
         return CostGraph(
             names=_field(d, "names"), deps=_field(d, "deps"), compute=_field(d, "compute"),
             memory=_field(d, "memory"), is_backward=d.get("is_backward"), is_input=d.get("is_input"),
             pinned=d.get("pinned"), is_output=d.get("is_output"), variant_groups=d.get("variant_groups", []),
-            fixed_memory=d.get("fixed_memory", 0), name=d.get("name", "graph"))
+            fixed_memory=d.get("fixed_memory", 0), name=d.get("name", "graph"), reference=d.get("reference"))
     except (TypeError, ValueError) as e:
         raise GraphFormatError(f"malformed field in recompiler-graph: {e}") from None
+
+
+def _flag(x, what: str) -> bool:
+    """A JSON boolean; why strict: ``bool("false")`` is True."""
+    if not isinstance(x, bool):
+        raise GraphFormatError(f"{what} is {x!r}, expected true or false")
+    return x
+
+
+def _size(x, what: str) -> int:
+    """A JSON integer (or an integral number such as 3.0); 1.9 is an error, not 1."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or (isinstance(x, float) and not x.is_integer()):
+        raise GraphFormatError(f"{what} is {x!r}, expected an integer")
+    return int(x)
+
+
+def _cost(x, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise GraphFormatError(f"{what} is {x!r}, expected a number")
+    return float(x)
 
 
 def _topological_positions(keys: list, edges: list[tuple], preferred: list) -> dict:
@@ -147,8 +183,9 @@ def _from_checkmate(d: dict) -> CostGraph:
         edges = [(e["source"], e["target"]) for e in links]
         name = d.get("graph", {}).get("name", "graph")
         g = _build(keys, [str(n.get("name", n["id"])) for n in nodes], edges,
-                   [float(n["cost_cpu"]) for n in nodes], [int(n["cost_ram"]) for n in nodes],
-                   [bool(n.get("backward", False)) for n in nodes], max(keys), name)
+                   [_cost(n["cost_cpu"], f"node {n['id']!r} cost_cpu") for n in nodes],
+                   [_size(n["cost_ram"], f"node {n['id']!r} cost_ram") for n in nodes],
+                   [_flag(n.get("backward", False), f"node {n['id']!r} backward") for n in nodes], max(keys), name)
     except (KeyError, TypeError, ValueError) as e:
         raise GraphFormatError(f"malformed Checkmate graph: missing or bad field {e}") from None
     return g
@@ -169,8 +206,9 @@ def _from_random_layered(d: dict) -> CostGraph:
         keys_sorted = sorted(keys, key=pos.__getitem__)
         target = meta.get("target_node", keys_sorted[-1])
         g = _build(keys_sorted, [str(k) for k in keys_sorted], edges,
-                   [float(by_key[k]["duration"]) for k in keys_sorted],
-                   [int(by_key[k]["out_cost"]) for k in keys_sorted], [False] * len(keys_sorted), target,
+                   [_cost(by_key[k]["duration"], f"node {k!r} duration") for k in keys_sorted],
+                   [_size(by_key[k]["out_cost"], f"node {k!r} out_cost") for k in keys_sorted],
+                   [False] * len(keys_sorted), target,
                    meta.get("name", "graph"))
     except (KeyError, TypeError, ValueError) as e:
         raise GraphFormatError(f"malformed random-layered graph: missing or bad field {e}") from None

@@ -100,3 +100,66 @@ def test_random_layered_is_seeded():
     a, b, c = random_layered(40, seed=1), random_layered(40, seed=1), random_layered(40, seed=2)
     assert a.deps == b.deps and np.array_equal(a.memory, b.memory)
     assert a.deps != c.deps or not np.array_equal(a.memory, c.memory)
+
+
+# ------------------------------------------------------------ strict types, byte range (issue 20)
+@pytest.mark.parametrize("field,value,msg", [
+    ("is_input", ["false", "false"], r"is_input\[0\] is 'false'"),
+    ("pinned", [0, 1], r"pinned\[0\] is 0"),
+    ("is_output", "tt", "must be a list"),
+    ("memory", [1.9, 2], r"memory\[0\] is 1.9"),
+    ("memory", [True, 1], "boolean"),
+    ("memory", ["3", 1], r"memory\[0\] is '3'"),
+    ("memory", np.array([1.5, 2.0]), "expected an integer"),
+    ("compute", ["1.0", 1.0], r"compute\[0\] is '1.0'"),
+    ("compute", [True, 1.0], r"compute\[0\] is True"),
+    ("fixed_memory", 2.5, "fixed_memory is 2.5"),
+])
+def test_strict_types_when_building_a_cost_graph(field, value, msg):
+    with pytest.raises(InvalidGraph, match=msg):
+        make([[], [0]], **{field: value})
+
+
+def test_strict_types_accept_ints_integral_floats_and_numpy():
+    g = make([[], [0.0 + 0]], memory=[3.0, np.int64(4)], is_input=np.array([True, False]),
+             pinned=[np.bool_(False), False], fixed_memory=np.int32(2))
+    assert g.memory.tolist() == [3, 4] and g.deps == [[], [0]] and g.fixed_memory == 2
+    with pytest.raises(InvalidGraph, match=r"deps\[1\] is 0.5"):
+        make([[], [0.5]])
+    with pytest.raises(InvalidGraph, match=r"deps\[1\] is True"):
+        make([[], [True]])
+
+
+def test_memory_of_2_to_the_70_is_an_invalid_graph_not_an_overflow_error():
+    with pytest.raises(InvalidGraph, match=r"more than 2\*\*63 - 1"):
+        make([[]], memory=[2**70])
+    with pytest.raises(InvalidGraph, match=r"more than 2\*\*63 - 1"):
+        make([[]], memory=np.array([2**64 - 1], dtype=np.uint64))
+    with pytest.raises(InvalidGraph, match=r"more than 2\*\*63 - 1"):
+        make([[]], memory=np.array([1e19]))
+
+
+def test_sizes_adding_up_past_2_to_the_63_are_refused():
+    with pytest.raises(InvalidGraph, match=r"add up to 9,223,372,036,854,775,809 B"):
+        make([[], [0], [0, 1]], memory=[2**62, 2**62, 1])
+    with pytest.raises(InvalidGraph, match="add up to"):
+        make([[]], memory=[2**62], fixed_memory=2**62)
+    # a variant option counts at its own size: the largest option of each node is what can be live
+    big = VariantGroup("g", "attention", [1], [VariantOption("a", True, [1.0], [1]),
+                                               VariantOption("b", True, [1.0], [2**63 - 2])])
+    with pytest.raises(InvalidGraph, match="add up to"):
+        make([[], [0]], memory=[2, 1], variant_groups=[big])
+    assert make([[], [0]], memory=[2**62, 2**62 - 1]).memory.sum() == 2**63 - 1
+
+
+def test_variant_option_types_are_strict():
+    opt = {"name": "o", "exact": "yes", "compute": [1.0], "memory": [1]}
+    grp = {"name": "g", "kind": "attention", "nodes": [1], "options": [dict(opt, exact=True), opt]}
+    with pytest.raises(InvalidGraph, match="exact is 'yes'"):
+        make([[], [0]], variant_groups=[grp])
+    grp["options"][1] = dict(opt, exact=False, memory=[1.9])
+    with pytest.raises(InvalidGraph, match=r"memory\[0\] is 1.9"):
+        make([[], [0]], variant_groups=[grp])
+    grp["options"][1] = dict(opt, exact=False, colour="red")
+    with pytest.raises(InvalidGraph, match="unknown field colour"):
+        make([[], [0]], variant_groups=[grp])

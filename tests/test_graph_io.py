@@ -82,3 +82,46 @@ def test_errors(tmp_path):
     bad.write_text(json.dumps(d))
     with pytest.raises(GraphFormatError, match="memory"):
         read_graph(bad)
+
+
+def test_unknown_fields_in_a_graph_file_are_one_line_errors_naming_them(tmp_path):
+    p = tmp_path / "g.json"
+    d = graph_to_dict(random_layered(5, seed=0))
+    d["pined"] = [False] * 5
+    d["colour"] = "red"
+    p.write_text(json.dumps(d))
+    with pytest.raises(GraphFormatError, match="unknown fields 'colour', 'pined'") as e:
+        read_graph(p)
+    assert "\n" not in str(e.value) and str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("key,value,msg", [("is_input", ["false"] * 5, r"is_input\[0\] is 'false'"),
+                                           ("memory", [1.9, 1, 1, 1, 1], r"memory\[0\] is 1.9"),
+                                           ("memory", [2**70, 1, 1, 1, 1], r"2\*\*63"),
+                                           ("deps", "nope", "must be a list")])
+def test_graph_files_are_read_with_strict_types(tmp_path, key, value, msg):
+    p = tmp_path / "g.json"
+    d = graph_to_dict(random_layered(5, seed=0))
+    d[key] = value
+    p.write_text(json.dumps(d))
+    with pytest.raises((InvalidGraph, GraphFormatError), match=msg):
+        read_graph(p)
+
+
+def test_node_link_fields_are_read_with_strict_types(tmp_path):
+    p = tmp_path / "g.json"
+    base = {"directed": True, "graph": {"name": "c"}, "links": [{"source": 0, "target": 1}]}
+    for field, value, msg in [("backward", "false", "backward is 'false'"), ("cost_ram", 1.9, "cost_ram is 1.9"),
+                              ("cost_cpu", "3", "cost_cpu is '3'")]:
+        nodes = [{"id": i, "name": f"n{i}", "cost_cpu": 1, "cost_ram": 1, "backward": False} for i in range(2)]
+        nodes[1][field] = value
+        p.write_text(json.dumps(dict(base, nodes=nodes)))
+        with pytest.raises(GraphFormatError, match=msg):
+            read_graph(p)
+
+
+def test_reference_schedule_round_trips(tmp_path):
+    g = random_layered(6, seed=1)
+    g.reference = g.baseline_schedule()
+    write_graph(g, tmp_path / "g.json")
+    assert read_graph(tmp_path / "g.json").reference == g.reference

@@ -138,3 +138,12 @@ def test_no_valid_schedule_beats_the_local_bound(case):
     r = simulate(g, sched, variant)
     if r.valid:
         assert r.peak_bytes >= g.local_bound(variant)
+
+
+def test_peaks_are_exact_up_to_2_to_the_63():
+    # two live tensors of 2**62 - 1 and 2**62 bytes: the peak is their sum, 2**63 - 1, in both simulators
+    g = CostGraph(names=list("abc"), deps=[[], [0], [0, 1]], compute=[1.0] * 3, memory=[2**62 - 1, 2**62, 0],
+                  is_output=[False, False, True])
+    for sim in (simulate, simulate_reference):
+        r = sim(g, [0, 1, 2])
+        assert r.valid and r.peak_bytes == 2**63 - 1 and r.live_bytes.tolist() == [2**62 - 1, 2**63 - 1, 2**63 - 1]

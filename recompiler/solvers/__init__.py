@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from ..budget import parse_budget
-from ..errors import SolverOptionError, UnknownSolver
-from ..graph import CostGraph
+from ..errors import BudgetError, SolverOptionError, UnknownSolver
+from ..graph import MAX_BYTES, CostGraph
 from ..plan import Plan, make_plan
 from ..simulate import baseline
 
@@ -60,6 +63,19 @@ def get_solver(name: str) -> Callable[..., SolverResult]:
     return getattr(importlib.import_module(module), func)
 
 
+def _budget_bytes(budget) -> int:
+    """A budget given as a number: whole bytes below 2**63 (byte counts are int64 in simulate and
+    the native core; a larger budget used to surface as the core's TypeError)."""
+    if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise BudgetError(f"budget {budget!r} is not a number of bytes")
+    if isinstance(budget, (float, np.floating)) and not (math.isfinite(budget) and float(budget).is_integer()):
+        raise BudgetError(f"budget {budget!r} is not a whole number of bytes")
+    value = int(budget)
+    if value > MAX_BYTES:
+        raise BudgetError(f"budget {value:,} B is 2**63 bytes or more: byte counts must stay below 2**63")
+    return value
+
+
 def solve(graph: CostGraph, budget: str | int, solver: str | None = None, *, seed: int = 0,
           time_limit: float | None = None, allow_approx: bool = False, **options) -> Plan:
     """Plan ``graph`` under ``budget`` (bytes, ``"80%"`` of the baseline peak, or ``"12GiB"``).
@@ -78,7 +94,8 @@ def solve(graph: CostGraph, budget: str | int, solver: str | None = None, *, see
         raise SolverOptionError(f"solver {name!r} takes no option {', '.join(unknown)}; "
                                 f"its options: {', '.join(accepted) or 'none'}")
     base = baseline(graph)
-    budget_bytes = parse_budget(budget, baseline_peak=base.peak_bytes) if isinstance(budget, str) else int(budget)
+    budget_bytes = parse_budget(budget, baseline_peak=base.peak_bytes) if isinstance(budget, str) \
+        else _budget_bytes(budget)
     if graph.reference is not None and budget_bytes >= base.peak_bytes:
         # The step as its compiler runs it (inductor's own partition) already fits: that is the plan.
         return make_plan(graph, graph.reference, solver=name, budget_bytes=budget_bytes,

@@ -334,7 +334,11 @@ class Formulation:
         is the frontier, or when it must be held into stage t+1 but is not held now,
         or when a node computed later in the stage reads it and it is not held.
         Pinned nodes never recompute: where one would, it is held instead (S is
-        extended from its own stage up to that stage) and R is rebuilt.
+        extended from its own stage up to that stage) and R is rebuilt, until no pinned
+        node recomputes. A fixed number of passes is not enough: with ``lazy`` a hold
+        added for one pinned node changes which of its inputs are held, which can make
+        another pinned node recompute. Each pass sets at least one more bit of S (a
+        recomputation happens only where the pinned node is not held), so this ends.
 
         ``lazy``: a hold S[t+1,i] that i's values cannot reach (i neither held in nor
         computed in stage t) is dropped instead of refilled by recomputing i in stage
@@ -346,7 +350,7 @@ class Formulation:
         S = S.astype(bool).copy()
         S[m, :] = self.output
         none = np.zeros(m, dtype=bool)
-        for _ in range(2):
+        while True:
             R = np.zeros((m, m), dtype=bool)
             held = S[0]
             for t in range(m):
@@ -368,7 +372,6 @@ class Formulation:
                     bad = True
             if not bad:
                 return R
-        return R
 
 
 class LinearModel:

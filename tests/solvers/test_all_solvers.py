@@ -79,3 +79,14 @@ def test_front_function_errors():
         solve(g, "50%", "greedy-evict", bogus=1)
     with pytest.raises(TypeError):
         solve(g, "50%", "greedy-evict", 3)  # options are keyword-only
+
+
+@pytest.mark.parametrize("solver", known_solvers())
+def test_budget_of_2_to_the_63_or_more_is_a_budget_error_for_every_solver(solver):
+    from recompiler.errors import BudgetError
+
+    g = training_chain(3)
+    for bad in (2**63, 2**70, 1.9, True):
+        with pytest.raises(BudgetError):
+            solve(g, bad, solver, time_limit=2)
+    assert solve(g, 2**63 - 1, solver, time_limit=2).feasible
