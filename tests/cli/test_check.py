@@ -108,3 +108,62 @@ def test_a_meta_model_is_planned_but_not_checked(tmp_path):
     r = CliRunner().invoke(cli, ["plan", str(model), "--budget", "80%", "--json", str(out), "--time-limit", "3"])
     assert r.exit_code == 0, r.output
     assert out.exists()
+
+
+# ------------------------------------------------------------------ issue 20
+RECOMPILING_MODEL = '''
+import torch
+from torch import nn
+
+class M(nn.Module):
+    """Like HF's problem_type: the first forward sets an attribute, so dynamo recompiles the same code once."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+        self.problem_type = None
+
+    def forward(self, x):
+        if self.problem_type is None:
+            self.problem_type = "regression"
+        return self.net(x)
+
+def build():
+    torch.manual_seed(0)
+    return M(), (torch.randn(256, 64),)
+'''
+
+
+def test_check_counts_a_recompile_of_the_same_code_as_a_replacement_not_an_extra_graph(tmp_path):
+    import torch
+
+    from recompiler.frontend.modelfile import load_model_file
+    from recompiler.runtime.check import check_step
+
+    p = tmp_path / "recompiling.py"
+    p.write_text(RECOMPILING_MODEL)
+    spec = load_model_file(p)
+    options = dict(budget="100%", solver="chen-greedy", repeats=1, compiler="eager")
+    r = check_step(spec.model, spec.example_inputs, **options)
+    assert r.graphs == 1 and r.recompiles == 1
+    plain = check_step(spec.model.net, spec.example_inputs, **options)   # the same step, compiled once
+    assert plain.graphs == 1 and plain.recompiles == 0
+    assert r.predicted_peak_bytes == plain.predicted_peak_bytes          # not doubled
+    out = CliRunner().invoke(cli, ["check", str(p), "--budget", "100%", "--solver", "chen-greedy", "--repeats", "1",
+                                   "--compiler", "eager"])
+    assert out.exit_code == 0, out.output
+    assert "+1 recompiled (replaced)" in out.output
+    assert torch.is_grad_enabled()
+
+
+def test_check_exits_3_when_the_plan_misses_its_budget(tmp_path):
+    r = CliRunner().invoke(cli, ["check", str(write_model(tmp_path)), "--budget", "1%", "--solver", "chen-greedy",
+                                 "--repeats", "1", "--compiler", "eager"])
+    assert r.exit_code == 3, r.output                                     # as `recompile plan` does
+    assert "over budget" in r.output and "infeasible:" in r.output
+
+
+def test_check_time_limit_nan_is_refused(tmp_path):
+    r = CliRunner().invoke(cli, ["check", str(write_model(tmp_path)), "--budget", "50%", "--time-limit", "nan"])
+    assert r.exit_code == 2 and "positive, finite number of seconds" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -232,3 +232,89 @@ def test_plan_for_inductor_records_what_it_charged_and_resimulates(tmp_path):
     charge_named(cap, plan["stats"]["charged"])
     assert cap.graph.names == plan["stats"]["node_names"]
     assert simulate(cap.graph, plan["schedule"], plan["variant"]).peak_bytes == plan["peak_bytes"]
+
+
+# ------------------------------------------------------------------ issue 20
+def _cli(*argv):
+    p = subprocess.run([sys.executable, "-m", "recompiler.cli.main", *map(str, argv)], capture_output=True, text=True,
+                       timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+WRONG_SHAPE = """
+import torch
+
+def build():
+    return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh()), (torch.randn(3, 5),)
+"""
+
+GRAPH_BREAK = """
+import torch
+
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.l(x)
+        if y.sum() > 0:
+            y = y * 2
+        return self.l(y)
+
+def build():
+    return M(), (torch.randn(3, 4),)
+"""
+
+
+def test_wrong_input_shape_is_one_line_with_its_cause(tmp_path):
+    code, stdout, stderr = _cli("plan", model_file(tmp_path, WRONG_SHAPE), "--budget", "50%")
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1, stderr                    # torch's own 19 log lines are gone
+    assert "a and b must have same reduction dim" in stderr
+
+
+def test_graph_break_names_its_source_line(tmp_path):
+    path = model_file(tmp_path, GRAPH_BREAK)
+    r = run("plan", path, "--budget", "50%")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    line = path.read_text().splitlines().index("        if y.sum() > 0:") + 1
+    assert f"{path.name}:{line}" in r.output and "if y.sum() > 0:" in r.output
+    assert 'backend="recompiler"' in r.output                # the path that does handle graph breaks
+
+
+@pytest.mark.parametrize("where", ["build", "import"])
+def test_build_calling_sys_exit_0_is_a_one_line_error_exit_2(tmp_path, where):
+    text = ("import sys\ndef build():\n    sys.exit(0)\n" if where == "build" else "import sys\nsys.exit(0)\n")
+    out = tmp_path / "plan.json"
+    code, stdout, stderr = _cli("plan", model_file(tmp_path, text), "--budget", "50%", "--json", out)
+    assert code == 2 and stdout == "" and "sys.exit(0)" in stderr and stderr.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag_first", [True, False])
+def test_verbose_prints_the_traceback_of_a_failing_build(tmp_path, flag_first):
+    path = model_file(tmp_path, "def build():\n    raise ValueError('no weights here')\n")
+    argv = (["--verbose", "plan", path, "--budget", "50%"] if flag_first
+            else ["plan", path, "--budget", "50%", "--verbose"])
+    code, stdout, stderr = _cli(*argv)
+    assert code == 2 and "Traceback" in stderr and "raise ValueError('no weights here')" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: ")   # still ends with the one line
+    code, _, quiet = _cli("plan", path, "--budget", "50%")
+    assert code == 2 and "Traceback" not in quiet and quiet.count("\n") == 1
+
+
+def test_json_into_a_missing_folder_fails_before_capture(tmp_path):
+    # a model whose capture would take long if it ran: the path check must come first
+    out = tmp_path / "nodir" / "plan.json"
+    code, stdout, stderr = _cli("plan", model_file(tmp_path, "raise SystemExit('must not be loaded')\n"),
+                                "--budget", "50%", "--json", out)
+    assert code == 2 and "folder" in stderr and "does not exist" in stderr and "must not be loaded" not in stderr
+    assert not out.parent.exists()
+
+
+def test_plan_says_lower_bound_not_smallest_reachable(tmp_path):
+    r = run("plan", model_file(tmp_path, SMALL_MLP), "--budget", "60%", "--solver", "chen-greedy")
+    assert r.exit_code in (0, 3), r.output
+    assert "smallest reachable" not in r.output
+    assert "peak lower bound" in r.output and "no schedule goes below it" in r.output
