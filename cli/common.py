@@ -47,6 +47,12 @@ def verbose() -> bool:
     return _VERBOSE
 
 
+def reset_verbose() -> None:
+    """Each invocation starts quiet (one process may run several: tests, CliRunner)."""
+    global _VERBOSE
+    _VERBOSE = False
+
+
 def console():
     """The stdout console; wide when piped so tables are not squeezed to 80 columns."""
     from rich.console import Console
@@ -161,7 +167,11 @@ def describe_error(e: BaseException) -> str:
     if not isinstance(e, (CaptureError, ModelFileError)) or e.__cause__ is None:
         return message
     chain = _chain(e.__cause__)
-    root = next((x for x in reversed(chain) if not type(x).__module__.startswith("torch._dynamo")), None)
+    # The innermost exception that is not one of dynamo's wrappers, if it is what a wrapper was
+    # raised *from* (its __cause__): an exception only in __context__ may be one dynamo handled.
+    caused = {id(x.__cause__) for x in chain if x.__cause__ is not None}
+    root = next((x for x in reversed(chain) if not type(x).__module__.startswith("torch._dynamo")
+                 and id(x) in caused), None)
     if root is not None and root is not chain[0]:
         cause = " ".join(str(root).split())
         if cause and cause not in message:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .bench import bench_command
-from .common import EXIT_USAGE, fail, verbose_option
+from .common import EXIT_USAGE, fail, reset_verbose, verbose_option
 from .check import check_command
 from .plan import plan_command
 from .show import show_command
@@ -20,6 +20,7 @@ class OneLineErrors(click.Group):
     """
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        reset_verbose()
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:

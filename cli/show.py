@@ -11,7 +11,7 @@ from .common import console, lowerings_table, plan_table, recomputed_ids, user_e
 
 @click.command("show")
 @click.argument("plan_file", type=click.Path(dir_okay=False))
-@click.option("--top", default=20, show_default=True, help="Recomputed nodes to list.")
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="Recomputed nodes to list.")
 @verbose_option
 def show_command(plan_file, top):
     """Print the plan in PLAN_FILE (written by `recompile plan` or `recompile solve`)."""

@@ -318,3 +318,11 @@ def test_plan_says_lower_bound_not_smallest_reachable(tmp_path):
     assert r.exit_code in (0, 3), r.output
     assert "smallest reachable" not in r.output
     assert "peak lower bound" in r.output and "no schedule goes below it" in r.output
+
+
+def test_verbose_does_not_leak_into_the_next_invocation(tmp_path):
+    path = model_file(tmp_path, "def build():\n    raise ValueError('no weights here')\n")
+    loud = run("--verbose", "plan", path, "--budget", "50%")
+    assert loud.exit_code == 2 and "Traceback" in loud.output
+    quiet = run("plan", path, "--budget", "50%")
+    assert quiet.exit_code == 2 and "Traceback" not in quiet.output and len(quiet.output.strip().splitlines()) == 1
