@@ -20,8 +20,10 @@ EXIT_INFEASIBLE = 3  # the plan was written but does not meet the budget
 
 #: A plan whose estimated overhead is above this share of the step's compute gets a warning.
 EXTREME_OVERHEAD = 1.0
-#: How long the nearby-budget probe of that warning may take, all probes together (seconds).
+#: How long the nearby-budget probe of that warning may take, all probes together (seconds),
+#: and the largest graph it runs on (chen-greedy takes ~4 s for one solve of 20,000 nodes).
 PROBE_SECONDS = 2.0
+PROBE_MAX_NODES = 20_000
 
 _VERBOSE = False
 
@@ -314,7 +316,7 @@ def overhead_warning(plan, graph, solver: str | None = None) -> str | None:
     base = plan.baseline_peak_bytes
     start = time.perf_counter()
     found = None
-    for points in (5, 10, 20, 30, 50):
+    for points in (5, 10, 20, 30, 50) if graph.n <= PROBE_MAX_NODES else ():
         share = min(1.0, plan.peak_fraction + points / 100)
         if time.perf_counter() - start > PROBE_SECONDS:
             break

@@ -58,11 +58,13 @@ def show_command(plan_file, top):
         t.add_row(f"… {len(rows) - top} more nodes (--top)", "", str(sum(r[1] for r in rows[top:])),
                   *(["", ""] if compute is not None else []))
     out.print(t)
+    # stats is free-form (load_plan checks only what indexing needs): read it defensively
     if "random_ops" in plan.stats:  # plans of captured models (`recompile plan`)
         rng = plan.stats.get("rng", "pin")
-        out.print(f"random ops: {plan.stats['random_recomputed']} of {plan.stats['random_ops']} recomputed "
+        out.print(f"random ops: {plan.stats.get('random_recomputed', '?')} of {plan.stats['random_ops']} recomputed "
                   f"(replayed from their seeds)" if rng == "replay" else "random ops: pinned (computed once)")
+    groups = plan.stats.get("variant_groups")
     if plan.lowerings:
         out.print(lowerings_table(plan.lowerings))
-    elif plan.stats.get("variant_groups"):
-        out.print(f"lowerings: none of {len(plan.stats['variant_groups'])} groups lowered")
+    elif isinstance(groups, list) and groups:
+        out.print(f"lowerings: none of {len(groups)} groups lowered")

@@ -141,16 +141,14 @@ def _check_plan_dict(d) -> None:
         if key in stats and not (isinstance(stats[key], list)
                                  and all(isinstance(v, str) or v is None for v in stats[key])):
             raise GraphFormatError(f"plan field 'stats.{key}' must be a list of strings")
-    names = stats.get("node_names")
-    if names is not None and d["schedule"]:
-        top = max(d["schedule"])
-        if top >= len(names):
-            raise GraphFormatError(f"plan schedule names node {top}, but stats.node_names has only "
-                                   f"{len(names)} nodes")
-        paths = stats.get("module_paths")
-        if paths is not None and len(paths) != len(names):
-            raise GraphFormatError(f"plan stats.module_paths has {len(paths)} entries, stats.node_names "
-                                   f"{len(names)}")
+    top = max(d["schedule"], default=-1)
+    for key in ("node_names", "module_paths"):  # one entry per node of the graph
+        if key in stats and top >= len(stats[key]):
+            raise GraphFormatError(f"plan schedule names node {top}, but stats.{key} has only "
+                                   f"{len(stats[key])} nodes")
+    if "node_names" in stats and "module_paths" in stats and len(stats["module_paths"]) != len(stats["node_names"]):
+        raise GraphFormatError(f"plan stats.module_paths has {len(stats['module_paths'])} entries, "
+                               f"stats.node_names {len(stats['node_names'])}")
 
 
 def _json_kind(x) -> str:
