@@ -145,6 +145,10 @@ def partition_with_schedule(joint: fx.GraphModule, *, num_fwd_outputs: int, sche
     rebuilt = fx.GraphModule(joint, new)
     saved_values = [x for x in saved if not _is_symbolic(x)]
     saved_sym = [x for x in saved if _is_symbolic(x)]
+    not_tensors = [x.name for x in saved_values if not isinstance(x.meta.get("val"), torch.Tensor)]
+    if not_tensors:   # AOTAutograd would fail deep inside its runtime wrapper on the first step
+        raise PlanMismatch(f"the partition would save {not_tensors[0]!r}, which is not a tensor, across the "
+                           "forward/backward boundary (a bug in recompiler's partitioner: please report it)")
     fw, bw = _extract_fwd_bwd_modules(rebuilt, saved_values, saved_sym, num_fwd_outputs=num_fwd_outputs)
     return Partitioned(fw, bw, [x.name for x in saved_values + saved_sym], recomputed)
 
@@ -279,6 +283,10 @@ class Emitter:
         node.meta["val"] = _fake_value(target, args, kwargs)
         node.meta["recompiler_origin"] = self._node.name
         self._b.part[node] = self._backward
+        if target is operator.getitem and isinstance(args[0], fx.Node) and args[0] in self._b.part:
+            # as for the graph's own elements: taken in its producer's part, so a tuple never
+            # crosses the boundary (an element taken again in the backward is saved instead)
+            self._b.part[node] = self._b.part[args[0]]
         return node
 
     def transpose(self, x: fx.Node) -> fx.Node:

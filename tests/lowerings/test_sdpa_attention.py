@@ -60,3 +60,31 @@ def test_fused_kernel_with_dropout_is_left_alone():
     model = SDPA("causal", dropout=0.1)
     cap = capture(model, (torch.randn(2, 32, 32),))
     assert not any(i.lowering.name == "chunked-sdpa" for i in cap.lowerings)
+
+
+def test_an_element_of_the_chunked_kernel_taken_again_in_the_backward_is_not_a_saved_tuple():
+    """Issue 20 (an OPT's sdpa under a plan: "expected all tensors_saved_with_vc_check to be
+    Tensors, got ... tuple"): an element of a rewritten multi-output op taken again in the
+    backward part is taken in its producer's part, so the element crosses the boundary, never
+    the tuple."""
+    from recompiler import lowerings as registry
+    from recompiler.frontend.capture import depends_on_tangents
+    from recompiler.runtime.partition import partition_with_schedule
+    from recompiler.simulate import simulate
+
+    torch.manual_seed(0)
+    cap = capture(SDPA(), (torch.randn(2, 16, 32),))
+    (group,) = cap.lowerings
+    variant = [1]
+    out_item = cap.node_ids[group.fwd_items[0].name]
+    schedule = cap.graph.baseline_schedule()
+    tangent = depends_on_tangents(cap.fx_nodes)
+    split = next(t for t, v in enumerate(schedule) if tangent[v])
+    schedule = schedule[:split + 1] + [out_item] + schedule[split + 1:]
+    assert simulate(cap.graph, schedule, variant).valid
+    part = partition_with_schedule(cap.joint, num_fwd_outputs=cap.num_fwd_outputs, schedule=schedule,
+                                   rewrites=registry.rewrites(cap.lowerings, variant))
+    fw_out = next(iter(part.fw_module.graph.find_nodes(op="output"))).args[0]
+    saved = [n for n in fw_out[cap.num_fwd_outputs:] if isinstance(n, torch.fx.Node)]
+    assert saved and all(isinstance(n.meta.get("val"), torch.Tensor) for n in saved), \
+        [(n.name, type(n.meta.get("val"))) for n in saved]
