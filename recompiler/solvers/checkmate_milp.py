@@ -70,6 +70,8 @@ CLAIM_TOLERANCE = 1e-6
 TOLERANCE_CUTS_MAX = 0.01
 #: The largest feasibility tolerance of HiGHS and SCIP (relative to a row's largest coefficient).
 FEASIBILITY_TOLERANCE = 1e-6
+#: The LP bound and warm start are skipped when less than this is left of the time limit.
+LP_MIN_SECONDS = 0.05
 
 
 def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_limit: float | None = None,
@@ -94,15 +96,23 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         raise SolverOptionError(f"checkmate-milp backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     start = time.monotonic()
     limit = DEFAULT_TIME_LIMIT if time_limit is None else float(time_limit)
+    deadline = start + limit
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
     floor = require_reachable(graph, budget_bytes)
-    form = Formulation(graph, budget_bytes)
+    exact = backend == "cp-sat"  # integers: no rounding of sizes needed
+    form = Formulation(graph, budget_bytes, exact=exact)
     size = form.check_size(memory_cap_bytes)
     stats: dict = {"backend": backend, "variables": size.variables, "constraints": size.constraints}
+    if form.rounded:
+        stats["memory_unit_bytes"] = form.unit  # sizes rounded up to this (Formulation.rounded)
 
     s_frac = None
-    if lp_bound or warm_start:
+    if (lp_bound or warm_start) and left() > LP_MIN_SECONDS:
         t0 = time.monotonic()
-        bound, s_frac, lp_status = solve_lp(form, time_limit=max(1.0, 0.3 * limit))
+        bound, s_frac, lp_status = solve_lp(form, time_limit=min(0.3 * limit, left()))
         if lp_bound:
             stats["lower_bound_cost"] = bound
         stats["lp_status"] = lp_status
@@ -118,10 +128,10 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         t0 = time.monotonic()
         best, _ = round_lp(form, [s_frac], seed=seed, random_draws=8, deadline=t0 + 0.1 * limit)
         reduced = max(int(0.9 * budget_bytes), (floor + budget_bytes) // 2)
-        left = 0.5 * limit - (time.monotonic() - start)
-        if (best is None or best[0][0] != 0) and left > 1.0 and reduced < budget_bytes:
+        half = 0.5 * limit - (time.monotonic() - start)
+        if (best is None or best[0][0] != 0) and half > 1.0 and reduced < budget_bytes:
             # Nothing fits: as checkmate-lp does, round the LP of a smaller budget.
-            _, s_low, _ = solve_lp(Formulation(graph, reduced), time_limit=left)
+            _, s_low, _ = solve_lp(Formulation(graph, reduced, exact=exact), time_limit=half)
             if s_low is not None:
                 low, _ = round_lp(form, [s_low], seed=seed, random_draws=8,
                                   deadline=time.monotonic() + 0.1 * limit)
@@ -132,12 +142,14 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         stats["warm_start_seconds"] = round(time.monotonic() - t0, 3)
     t0 = time.monotonic()
     cut, first_bound, model = 0, None, lm  # model: the one the hint's variables belong to
-    while True:
-        remaining = max(1.0, limit - (time.monotonic() - start))
+    status, values, objective, bound = "no solution", None, None, None
+    while left() > 0:
+        # Each backend call gets what is left of the time limit, never more (issue 20: a 2 s
+        # limit ran for a minute when every call was given at least a second).
         if backend == "cp-sat":
-            status, values, objective, bound = _solve_cpsat(form, lm, remaining, seed, num_workers, hint)
+            status, values, objective, bound = _solve_cpsat(form, lm, left(), seed, num_workers, hint)
             break  # integer arithmetic: no tolerance to absorb
-        status, values, objective, bound = _solve_pywraplp(lm, remaining, backend.upper(), hint)
+        status, values, objective, bound = _solve_pywraplp(lm, left(), backend.upper(), hint)
         first_bound = bound if first_bound is None else first_bound
         if values is None or status == "infeasible":
             break
@@ -146,33 +158,39 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         # and at least that slack, off the model's budget and solve again.
         over = simulate(graph, form.schedule_from_r(lm.r_matrix(values, form.m))).peak_bytes - budget_bytes
         out_of_cuts = cut >= TOLERANCE_CUTS_MAX * max(1, budget_bytes - floor)
-        if over <= 0 or out_of_cuts or time.monotonic() - start > limit:
+        if over <= 0 or out_of_cuts or left() <= 0:
             break
         cut += max(over, math.ceil(FEASIBILITY_TOLERANCE * memory_scale(lm)) * form.unit)
-        form = Formulation(graph, budget_bytes - cut)
+        form = Formulation(graph, budget_bytes - cut, exact=exact)
         lm = form.build(integer=True)
         stats["tolerance_cut_bytes"] = cut
-    if cut:
+    proof = not cut and not form.rounded  # an "infeasible" of this model is about the real budget
+    if cut or form.rounded:
         # The smaller budget's bound does not bound the real problem; the first solve's does.
-        bound = first_bound
+        if cut:
+            bound = first_bound
         if status == "optimal" and not (bound is not None and objective <= bound * (1 + CLAIM_TOLERANCE)):
             status = "time limit"  # optimal for a budget a few bytes smaller: one in between might be cheaper
-        remaining = limit - (time.monotonic() - start)
-        if status != "optimal" and remaining > 1.0:
-            # Settle it in integer arithmetic: CP-SAT on the real budget, started from this incumbent.
-            full = Formulation(graph, budget_bytes)
-            start_point = hint
+        if status != "optimal" and left() > 1.0:
+            # Settle it in integer arithmetic: CP-SAT on the real budget and exact sizes, started
+            # from this incumbent.
+            full = Formulation(graph, budget_bytes, exact=True)
+            full_lm = full.build(integer=True) if (form.rounded or full.unit != form.unit) else model
+            start_point = None
             if values is not None:
                 R = lm.r_matrix(values, form.m)
                 if simulate(graph, form.schedule_from_r(R)).peak_bytes <= budget_bytes:
-                    start_point = full.exact_values(R, model)
-            exact = _solve_cpsat(full, model, remaining, seed, num_workers, start_point)
+                    start_point = full.exact_values(R, full_lm)
+            elif hint is not None and full_lm is model:
+                start_point = hint
+            exact_result = _solve_cpsat(full, full_lm, left(), seed, num_workers, start_point)
             stats["settled_by"] = "cp-sat"
-            if exact[0] in ("optimal", "infeasible") or (exact[2] is not None and (objective is None
-                                                                                      or exact[2] < objective)):
-                status, values, objective, bound = exact
-                form, lm = full, model
-    if cut and status == "infeasible":
+            if exact_result[0] in ("optimal", "infeasible") or (
+                    exact_result[2] is not None and (objective is None or exact_result[2] < objective)):
+                status, values, objective, bound = exact_result
+                form, lm = full, full_lm
+                proof = True
+    if status == "infeasible" and not proof:
         status = "infeasible within tolerance"
     stats["milp_seconds"] = round(time.monotonic() - t0, 3)
     stats["status"] = status
@@ -183,13 +201,23 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         if status == "optimal":
             stats["optimal_withdrawn"] = (f"the MIP start costs {stats['warm_start_cost']:.6g}, less than "
                                           f"the claimed optimum {objective:.6g}")
-        values, objective, lm = np.asarray(hint), stats["warm_start_cost"], model
+        if status.startswith("infeasible"):
+            stats["infeasible_withdrawn"] = "the MIP start fits the budget"
+        values, objective, lm = np.asarray(hint), stats["warm_start_cost"], model  # same m and nodes as form
         status = stats["status"] = "time limit"
     if lp_bound and stats.get("lower_bound_cost") is not None:
         bound = max(b for b in (bound, stats["lower_bound_cost"]) if b is not None)
     if status.startswith("infeasible"):
-        raise InfeasibleBudget(f"checkmate-milp proved that no staged schedule of {graph.name!r} fits "
-                               f"{budget_bytes:,} B (local bound {floor:,} B)", floor_bytes=floor)
+        if status == "infeasible" and simulate(graph, graph.baseline_schedule()).peak_bytes > budget_bytes:
+            raise InfeasibleBudget(f"checkmate-milp proved that no staged schedule of {graph.name!r} fits "
+                                   f"{budget_bytes:,} B (local bound {floor:,} B)", floor_bytes=floor)
+        # Not a proof (a tolerance cut, rounded sizes, or contradicted by store-all fitting, which is
+        # a staged schedule): no claim, and no incumbent.
+        stats["infeasible_withdrawn"] = stats.get("infeasible_withdrawn") or (
+            "store-all fits the budget" if status == "infeasible" else
+            "infeasible only for a model with rounded sizes or a budget cut below the real one")
+        values, objective = None, None
+        status = stats["status"] = "no solution"
     stats["optimal"] = status == "optimal"
     if values is None:
         # No incumbent within the time limit: hand back the store-all schedule, which
@@ -233,6 +261,7 @@ def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: in
                  hint: list[float] | None):
     from ortools.sat.python import cp_model
 
+    t_end = time.monotonic() + time_limit  # building the model counts against the limit too
     model = cp_model.CpModel()
     x = [model.new_bool_var("") if (lb == 0 and ub == 1) else model.new_int_var(int(lb), int(ub), "")
          for lb, ub in zip(lm.lb, lm.ub)]
@@ -256,7 +285,7 @@ def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: in
         for v, value in enumerate(hint):
             model.add_hint(x[v], int(round(value)))
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = float(time_limit)
+    solver.parameters.max_time_in_seconds = max(0.001, t_end - time.monotonic())
     solver.parameters.num_workers = int(num_workers or os.cpu_count() or 1)
     solver.parameters.random_seed = int(seed)
     solver.parameters.relative_gap_limit = MIP_GAP
@@ -274,11 +303,12 @@ def _solve_cpsat(form: Formulation, lm: LinearModel, time_limit: float, seed: in
 def _solve_pywraplp(lm: LinearModel, time_limit: float, backend: str, hint: list[float] | None):
     from ortools.linear_solver import pywraplp
 
+    t_end = time.monotonic() + time_limit  # loading the model counts against the limit too
     solver = pywraplp.Solver.CreateSolver(backend)
     if solver is None:
         raise SolverOptionError(f"OR-Tools was built without {backend}")
     x = to_pywraplp(solver, lm)
-    solver.SetTimeLimit(max(1, int(time_limit * 1000)))
+    solver.SetTimeLimit(max(1, int((t_end - time.monotonic()) * 1000)))
     if backend == "HIGHS":
         # Why: pywraplp's HiGHS prints a banner to stdout unless told not to, and
         # SetHint segfaults it (OR-Tools 9.15); the caller falls back to the hint instead.

@@ -65,6 +65,11 @@ BYTES_PER_VARIABLE = 600
 BYTES_PER_NONZERO = 120
 #: Default cap on the estimated model memory.
 DEFAULT_MEMORY_CAP = 6 * 2**30
+#: Floating-point backends get sizes rounded up to 1/MAX_UNITS of the largest when some size is
+#: under 1/MAX_SIZE_SPREAD of it (see Formulation.rounded). The Checkmate graphs have at most
+#: 1.6e7 units and are never rounded.
+MAX_UNITS = 2**26
+MAX_SIZE_SPREAD = 10**8
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,9 @@ class ModelSize:
 class Formulation:
     """The index sets of the Checkmate model for one graph and budget (module docstring)."""
 
-    def __init__(self, graph: CostGraph, budget_bytes: int):
+    def __init__(self, graph: CostGraph, budget_bytes: int, *, exact: bool = False):
+        """``exact``: memory in gcd units whatever their spread (for CP-SAT, exact in integers); else
+        sizes may be rounded up to a coarser unit for floating-point backends (:attr:`rounded`)."""
         self.graph = graph
         self.budget_bytes = int(budget_bytes)
         self.nodes = [v for v in range(graph.n) if not graph.is_input[v]]
@@ -103,6 +110,20 @@ class Formulation:
         positive = [int(x) for x in self.memory if x > 0]
         #: memory unit: the gcd of all sizes, so that U is an exact integer in these units.
         self.unit = reduce(math.gcd, positive) if positive else 1
+        #: True when sizes were rounded up to a coarser unit: the model then over-counts memory,
+        #: so its schedules fit, but its "infeasible" is no proof.
+        self.rounded = False
+        if positive and not exact:
+            largest = max(positive) // self.unit
+            if min(positive) // self.unit * MAX_SIZE_SPREAD < largest and largest > MAX_UNITS:
+                # Why: after to_pywraplp's scaling a size is its share of the largest, and HiGHS drops
+                # coefficients under 1e-9: with 2**40-byte tensors beside small ones the small ones
+                # vanish from the memory rows. Rounded up to largest/MAX_UNITS, every size keeps a
+                # coefficient of at least 1/MAX_UNITS (and the tolerance stays a few units).
+                self.unit = -(-max(positive) // MAX_UNITS)
+                self.rounded = True
+        #: each node's size in units (rounded up when :attr:`rounded`).
+        self.mem_units = [-(-int(x) // self.unit) for x in self.memory]
         # S[t,i] can matter only for values someone reads or that must reach the end.
         self.storable = np.array([bool(self.users[i]) or bool(self.output[i]) for i in range(m)], dtype=bool)
 
@@ -173,7 +194,7 @@ class Formulation:
     def build(self, *, integer: bool = True) -> "LinearModel":
         """The model as plain arrays, memory in units of :attr:`unit`."""
         m, unit = self.m, self.unit
-        mem = [int(x) // unit for x in self.memory]
+        mem = self.mem_units
         cap = self.capacity // unit
         lm = LinearModel()
         R: dict[tuple[int, int], int] = {}
@@ -316,7 +337,7 @@ class Formulation:
             later = any(R[t, j] for j in self.users[i] if k < j <= t)
             free[t, i, k] = bool(R[t, k] and not S[t + 1, i] and not later)
             values[v] = float(free[t, i, k])
-        mem = [int(x) // unit for x in self.memory]
+        mem = self.mem_units
         for t in range(m):
             u = sum(mem[i] for i in range(t) if S[t, i])
             for k in range(t + 1):
@@ -433,18 +454,33 @@ LP_BACKENDS = ("HIGHS", "GLOP", "PDLP")
 
 
 def require_reachable(graph: CostGraph, budget_bytes: int) -> int:
-    """The graph's local bound; a budget below it is refused before any model is built."""
+    """The graph's local bound (default lowerings); a budget below it is refused before any model is built.
+
+    The model knows only option 0 of each variant group: with groups, a budget below this bound
+    may still be met by other (exact) options, so the message says what is proved, and
+    ``floor_bytes`` is the bound over every exact option (fastsa's floor).
+    """
     floor = graph.local_bound()
     if budget_bytes < floor:
-        raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
-                               f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+        if not graph.variant_groups:
+            raise InfeasibleBudget(f"budget {budget_bytes:,} B is below the local bound {floor:,} B of "
+                                   f"{graph.name!r}: no schedule can fit", floor_bytes=floor)
+        from .fastsa import floor_bytes
+
+        raise InfeasibleBudget(
+            f"budget {budget_bytes:,} B is below the local bound {floor:,} B of {graph.name!r} with its default "
+            f"lowerings, the only ones Checkmate's model has: no schedule with them can fit (other lowerings "
+            f"of its {len(graph.variant_groups)} variant groups may: try fastsa)", floor_bytes=floor_bytes(graph))
     return floor
 
 
 def solve_lp(form: Formulation, *, time_limit: float | None, backend: str = "HIGHS"):
     """Solve the LP relaxation with pywraplp; returns (objective or None, S values or None, status)."""
+    import time
+
     from ortools.linear_solver import pywraplp
 
+    t_end = None if time_limit is None else time.monotonic() + time_limit  # building counts too
     lm = form.build(integer=False)
     solver = pywraplp.Solver.CreateSolver(backend)
     if solver is None:
@@ -452,8 +488,8 @@ def solve_lp(form: Formulation, *, time_limit: float | None, backend: str = "HIG
     x = to_pywraplp(solver, lm)
     if backend == "HIGHS":
         solver.SetSolverSpecificParametersAsString("output_flag=false")  # else a banner on stdout
-    if time_limit is not None:
-        solver.SetTimeLimit(max(1, int(time_limit * 1000)))
+    if t_end is not None:
+        solver.SetTimeLimit(max(1, int((t_end - time.monotonic()) * 1000)))
     status = solver.Solve()
     names = {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "feasible",
              pywraplp.Solver.INFEASIBLE: "infeasible", pywraplp.Solver.UNBOUNDED: "unbounded",
