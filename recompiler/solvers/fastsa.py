@@ -32,8 +32,10 @@ several whole prefixes at once (a training chain at its very floor, which recomp
 loss at the end) are still out of reach; tests/solvers/test_fastsa.py lists them (strict xfail).
 
 A budget below the graph's floor (DESIGN.md, "The floor") cannot be met: FastSA then
-anneals towards the floor for a short time and returns its lowest peak, which
-``make_plan`` marks ``feasible=False``.
+anneals towards the floor for a short search (``floor_iterations``, or ``floor_time`` under a
+time limit) and returns its lowest peak, which ``make_plan`` marks ``feasible=False``.
+Without a time limit every search stops on iteration counts, so a plan is a function of the
+graph, the options and the seed.
 
 >>> from recompiler.builders import training_chain
 >>> from recompiler.solvers import solve
@@ -124,7 +126,13 @@ class FastSAConfig:
     paper's ``M * C``, so that it keeps the budget stage 1 reached (0 = the paper's objective)."""
 
     floor_time: float = 2.0
-    """Seconds at most spent annealing towards the floor when the budget is below it."""
+    """Seconds at most spent annealing towards the floor when the budget is below it and a
+    ``time_limit`` is set."""
+
+    floor_iterations: int = 1_000_000
+    """Iterations of each stage when the budget is below the floor and no ``time_limit`` is set (a
+    stage's own count when that is smaller): a short search that, like every search without a time
+    limit, gives the same plan for the same graph, options and seed on any machine at any load."""
 
     baselines: bool = True
     """Also plan with the baselines the graph allows (store-all, the graph's reference schedule,
@@ -281,7 +289,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
            max_group_size: int | None = None, local_rotate: float | None = None,
            near_use: float | None = None, segment_moves: float | None = None,
            max_segment: int | None = None, swap_share: float | None = None, polish: bool | None = None, over_weight: float | None = None,
-           floor_time: float | None = None, baselines: bool | None = None,
+           floor_time: float | None = None, floor_iterations: int | None = None, baselines: bool | None = None,
            baseline_share: float | None = None, initial_temperature: float | None = None,
            starts: Mapping[str, Sequence[int]] | None = None) -> SolverResult:
     """Plan ``graph`` under ``budget_bytes`` with FastSA (see the module docstring).
@@ -297,7 +305,7 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
         restarts=restarts, threads=threads, grouping=grouping, max_group_size=max_group_size,
         local_rotate=local_rotate, near_use=near_use, segment_moves=segment_moves, max_segment=max_segment,
         swap_share=swap_share, polish=polish,
-        over_weight=over_weight, floor_time=floor_time,
+        over_weight=over_weight, floor_time=floor_time, floor_iterations=floor_iterations,
         baselines=baselines, baseline_share=baseline_share, initial_temperature=initial_temperature,
         seed=seed, time_limit=time_limit).items() if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
@@ -310,8 +318,15 @@ def fastsa(graph: CostGraph, budget_bytes: int, *, seed: int | None = None, time
     below_floor = target < floor
     if below_floor:
         # Unreachable: anneal towards the floor itself, briefly, and report the lowest peak found.
+        # Briefly means iterations, not seconds, unless the caller gave seconds: a wall-clock stop
+        # would make the plan depend on the machine's load (and ranks of one job disagree).
         target = floor
-        limit = cfg.floor_time if limit is None else min(limit, cfg.floor_time)
+        if limit is None:
+            cfg = dataclasses.replace(cfg, **{name: min(getattr(cfg, name) or cfg.floor_iterations,
+                                                        cfg.floor_iterations)
+                                              for name in ("stage1_iterations", "stage2_iterations")})
+        else:
+            limit = min(limit, cfg.floor_time)
     candidates = []
     if cfg.baselines:
         candidates = baseline_plans(graph, target, starts, None if limit is None else cfg.baseline_share * limit)
@@ -418,8 +433,10 @@ def _check(cfg: FastSAConfig) -> None:
     for name in ("threads", "max_group_size"):
         if getattr(cfg, name) < 1:
             raise SolverOptionError(f"fastsa option {name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.time_limit is not None and cfg.time_limit < 0:
+    if cfg.time_limit is not None and not cfg.time_limit >= 0:   # also refuses nan
         raise SolverOptionError(f"fastsa time_limit must be >= 0 seconds, got {cfg.time_limit}")
+    if cfg.floor_iterations < 1:
+        raise SolverOptionError(f"fastsa option floor_iterations must be >= 1, got {cfg.floor_iterations}")
     if cfg.max_segment < 2:
         raise SolverOptionError(f"fastsa option max_segment must be >= 2, got {cfg.max_segment}")
     for name in ("local_rotate", "near_use", "segment_moves", "swap_share"):
