@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import click
 
 from .common import (EXIT_INFEASIBLE, SECONDS, console, quiet_torch_logs, say, status, user_errors,
@@ -59,7 +61,7 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
         with status(f"loading {model_file}"), quiet_torch_logs():
             spec = load_model_file(model_file)
         device = "cuda" if torch.cuda.is_available() and next(spec.model.parameters()).is_cuda else "cpu"
-        with status("running the step eagerly and under the plan"), quiet_torch_logs():
+        with status("running the step eagerly and under the plan"), quiet_torch_logs(), _model_errors():
             r = check_step(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, budget=budget or "100%",
                            solver=solver, device_profile=device_profile, seed=seed, time_limit=time_limit,
                            plan=plan_file, repeats=repeats, device=device, rng=rng, lowerings=not no_lowerings,
@@ -74,6 +76,24 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
             f"{100 * r.plan_simulated_peak_bytes / r.baseline_simulated_peak_bytes:.1f}% of baseline, over the "
             "budget (gradients match)")
         raise SystemExit(EXIT_INFEASIBLE)
+
+
+@contextmanager
+def _model_errors():
+    """The model's own step failing under dynamo (a shape mismatch...) is the user's input: one line.
+
+    Only dynamo's reports on the traced code count; an internal dynamo error or a backend
+    failure that is not a RecompilerError is a bug (of recompiler or torch) and keeps its traceback.
+    """
+    import torch._dynamo.exc as dynamo_exc
+
+    from recompiler.errors import CaptureError
+
+    try:
+        yield
+    except (dynamo_exc.TorchRuntimeError, dynamo_exc.Unsupported, dynamo_exc.UserError) as e:
+        raise CaptureError(f"the model's training step failed under torch.compile: "
+                           f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
 
 
 def report_table(r, name: str):

@@ -167,3 +167,16 @@ def test_check_time_limit_nan_is_refused(tmp_path):
     r = CliRunner().invoke(cli, ["check", str(write_model(tmp_path)), "--budget", "50%", "--time-limit", "nan"])
     assert r.exit_code == 2 and "positive, finite number of seconds" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_check_wrong_input_shape_is_one_line_with_its_cause(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "shape.py"
+    p.write_text("import torch\ndef build():\n"
+                 "    return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh()), (torch.randn(3, 5),)\n")
+    r = subprocess.run([sys.executable, "-m", "recompiler.cli.main", "check", str(p), "--budget", "50%",
+                        "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert "a and b must have same reduction dim" in r.stderr and "Traceback" not in r.stderr
