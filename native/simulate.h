@@ -27,7 +27,9 @@ struct SimOutcome {
     std::vector<int64_t> live;  // bytes live at each step (inputs and fixed memory included)
 };
 
-// O(T + sum of deps over the schedule).
+// O(T + sum of deps over the schedule). Byte sums are exact in int64: at most one value of each
+// node is live at a step, and CostGraph refuses graphs whose sizes (each node at its largest
+// variant option) plus fixed memory add up to more than 2**63 - 1 (recompiler/graph.py MAX_BYTES).
 SimOutcome simulate(const Graph& g, const int* schedule, int64_t T, bool want_live);
 
 }  // namespace recompiler

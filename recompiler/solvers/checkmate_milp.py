@@ -24,6 +24,18 @@ budget and is solved again, and CP-SAT on the real budget settles what the cut l
 Checkmate's staged schedules, to a relative gap of 1e-7: FastSA's unstaged schedules can be
 cheaper still (segnet @ 90%: +0.103% against the staged optimum +0.1083%).
 
+Sizes that spread too far for floating point (a 2**40-byte tensor beside kilobyte ones: HiGHS
+drops coefficients under 1e-9 of a row's largest) are rounded up to a coarser unit for HiGHS and
+SCIP (``Formulation.rounded``, ``stats["memory_unit_bytes"]``): the model then over-counts memory, so
+its schedules fit, and CP-SAT on exact sizes settles what the rounding left open. An "infeasible"
+is reported as ``InfeasibleBudget`` only when it is a proof: exact sizes, the real budget, and
+store-all (a staged schedule) does not fit; otherwise the claim is withdrawn
+(``stats["infeasible_withdrawn"]``) and the best known schedule returned.
+
+``time_limit`` covers the whole call: each phase (LP bound, warm start, MILP, tolerance re-solves,
+CP-SAT settling) gets only what is left of it, model loading included. Building a model is not
+interruptible, so the call can end later by that much (~0.5 s per 25,000 variables here).
+
 CP-SAT finds *some* incumbent most often, so the call first builds one itself:
 the LP relaxation at the full budget (its objective is ``lower_bound_cost``) is
 rounded as in ``checkmate-lp`` (and, when no rounding fits, the LP at 0.9 × budget
