@@ -69,14 +69,15 @@ def random_layered(n: int, *, width: int = 4, edge_prob: float = 0.3, seed: int 
             deps.append([])
             continue
         # Layer L-1 is nodes [(L-1)·width, L·width) and every older layer is [0, (L-1)·width):
-        # drawing an index into these ranges (rng.choice(k) draws as rng.choice(range(k)))
-        # keeps the graphs of the former list-building version, seed for seed, in O(n).
+        # drawing an index into these ranges keeps the graphs of the former version, which
+        # listed them and called rng.choice(list), seed for seed, in O(n) (rng.integers(0, k)
+        # draws what rng.choice(k) and rng.choice(range(k)) draw).
         prev0 = older = (layer - 1) * width  # first node of layer L-1; count of older nodes
-        chosen = {prev0 + int(rng.choice(width))}
+        chosen = {prev0 + int(rng.integers(0, width))}
         if older and rng.random() < edge_prob:
-            chosen.add(int(rng.choice(older)))
+            chosen.add(int(rng.integers(0, older)))
         if rng.random() < edge_prob:
-            chosen.add(prev0 + int(rng.choice(width)))
+            chosen.add(prev0 + int(rng.integers(0, width)))
         deps.append(sorted(chosen))
     users = [0] * n
     for ds in deps:

@@ -181,10 +181,17 @@ class CostGraph:
     reference: list[int] | None = None
 
     def __post_init__(self):
+        for what in ("names", "deps", "variant_groups"):
+            value = getattr(self, what)
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+                raise InvalidGraph(f"{what} must be a list, not {type(value).__name__}")
         n = len(self.names)
         self.names = [str(x) for x in self.names]
         if len(self.deps) != n:
             raise InvalidGraph(f"deps has {len(self.deps)} entries, expected {n} (one per node)")
+        for i, ds in enumerate(self.deps):
+            if isinstance(ds, (str, bytes, dict)) or not hasattr(ds, "__len__"):
+                raise InvalidGraph(f"deps[{i}] is {ds!r}, expected a list of node ids")
         self.deps = [[d if type(d) is int else _as_int(d, f"deps[{i}]") for d in ds]
                      for i, ds in enumerate(self.deps)]
         self.compute = _as_costs(self.compute, "compute")
