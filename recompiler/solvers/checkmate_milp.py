@@ -130,6 +130,11 @@ def checkmate_milp(graph: CostGraph, budget_bytes: int, *, seed: int = 0, time_l
         stats["lp_status"] = lp_status
         stats["lp_seconds"] = round(time.monotonic() - t0, 3)
 
+    if left() <= 0:
+        # The LP took the whole limit: building the MILP (seconds on large graphs) would only overrun it.
+        stats.update(status="no solution", optimal=False, milp_cost=None, best_bound=stats.get("lower_bound_cost"),
+                     gap=None)
+        return SolverResult(graph.baseline_schedule(), stats=stats)
     t0 = time.monotonic()
     lm = form.build(integer=True)
     stats["build_seconds"] = round(time.monotonic() - t0, 3)
