@@ -111,7 +111,15 @@ def simulate(graph: CostGraph, schedule: Sequence[int], variant: Sequence[int] |
     variant = _check_variant(graph, variant)
     if isinstance(variant, str):
         return _invalid(variant)
-    sched = np.ascontiguousarray(schedule, dtype=np.int32)
+    try:
+        wide = np.asarray(schedule, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        wide = None
+    if wide is None or (wide.size and (wide.min() < -2**31 or wide.max() >= 2**31)):
+        # Ids beyond int32 are out of range anyway; the reference reports them (in step order,
+        # as the native core would) instead of the cast raising OverflowError.
+        return simulate_reference(graph, schedule, variant)
+    sched = np.ascontiguousarray(wide, dtype=np.int32)
     valid, reason, peak, cost, live = native.simulate(native.graph_handle(graph, variant), sched)
     if not valid:
         return _invalid(reason)

@@ -147,3 +147,10 @@ def test_peaks_are_exact_up_to_2_to_the_63():
     for sim in (simulate, simulate_reference):
         r = sim(g, [0, 1, 2])
         assert r.valid and r.peak_bytes == 2**63 - 1 and r.live_bytes.tolist() == [2**62 - 1, 2**63 - 1, 2**63 - 1]
+
+
+def test_ids_beyond_int32_are_out_of_range_not_an_overflow_error():
+    g = linear_chain(3)
+    for bad in (2**40, 2**70, -2**40):
+        r = simulate(g, [0, bad, 1])
+        assert not r.valid and r.reason == simulate_reference(g, [0, bad, 1]).reason == f"step 1: node id {bad} is out of range"
