@@ -18,12 +18,6 @@ import click
 EXIT_USAGE = 2       # bad input: missing file, malformed graph, bad budget, unknown solver
 EXIT_INFEASIBLE = 3  # the plan was written but does not meet the budget
 
-#: A plan whose estimated overhead is above this share of the step's compute gets a warning.
-EXTREME_OVERHEAD = 1.0
-#: How long the nearby-budget probe of that warning may take, all probes together (seconds),
-#: and the largest graph it runs on (chen-greedy takes ~4 s for one solve of 20,000 nodes).
-PROBE_SECONDS = 2.0
-PROBE_MAX_NODES = 20_000
 
 _VERBOSE = False
 
@@ -266,17 +260,6 @@ def plan_table(plan, title: str):
     return t
 
 
-def infeasible_message(plan, floor_bytes: int) -> str:
-    from recompiler.budget import format_bytes
-
-    # the floor is a lower bound (CostGraph.floor): no schedule goes below it, but the best
-    # reachable peak may well be above it, so it is never called "reachable"
-    return (f"budget {format_bytes(plan.budget_bytes)} not reached: best peak found "
-            f"{format_bytes(plan.peak_bytes)} ({100 * plan.peak_fraction:.1f}% of baseline); no schedule can go "
-            f"below {format_bytes(floor_bytes)} ({100 * floor_bytes / plan.baseline_peak_bytes:.1f}%, a lower "
-            "bound)")
-
-
 def record_recompute_costs(plan, graph) -> None:
     """Store one run's compute of each recomputed node (in ``plan.recomputed``'s order) for `show`.
 
@@ -295,45 +278,6 @@ def recomputed_ids(schedule) -> list[int]:
             out.setdefault(v, None)
         seen.add(v)
     return list(out)
-
-
-def overhead_warning(plan, graph, solver: str | None = None) -> str | None:
-    """A warning line when the plan's overhead is extreme, naming a cheaper nearby budget if one is found.
-
-    The probe is chen-greedy (fast, deterministic) at a few budgets above the plan's peak,
-    stopped after :data:`PROBE_SECONDS`: its figures are real plans (judged by simulate), though
-    the chosen solver would likely do better still at the same budget.
-    """
-    if plan.overhead <= EXTREME_OVERHEAD:
-        return None
-    import time
-
-    from recompiler.budget import format_bytes
-    from recompiler.errors import RecompilerError
-    from recompiler.solvers import solve
-
-    head = f"this plan adds {100 * plan.overhead:.0f}% to the step's compute (estimated overhead)"
-    base = plan.baseline_peak_bytes
-    start = time.perf_counter()
-    found = None
-    for points in (5, 10, 20, 30, 50) if graph.n <= PROBE_MAX_NODES else ():
-        share = min(1.0, plan.peak_fraction + points / 100)
-        if time.perf_counter() - start > PROBE_SECONDS:
-            break
-        try:
-            probe = solve(graph, max(1, int(base * share)), "chen-greedy")
-        except RecompilerError:
-            break
-        if probe.feasible and probe.overhead <= min(EXTREME_OVERHEAD, plan.overhead / 2):
-            found = (share, probe)
-            break
-        if share >= 1.0:
-            break
-    if found is None:
-        return head + "; a larger budget lowers it (100% costs nothing)"
-    share, probe = found
-    return (head + f"; a budget of {100 * share:.0f}% ({format_bytes(int(base * share))}) costs about "
-            f"+{100 * probe.overhead:.0f}% (a quick chen-greedy probe)")
 
 
 def lowerings_table(entries):

@@ -7,8 +7,10 @@ from collections import defaultdict
 
 import click
 
-from .common import (EXIT_INFEASIBLE, SECONDS, check_output, console, infeasible_message, lowerings_table,
-                     overhead_warning, quiet_torch_logs, record_recompute_costs, say, status, user_errors,
+from recompiler.advice import missed_budget_message, overhead_message
+
+from .common import (EXIT_INFEASIBLE, SECONDS, check_output, console, lowerings_table,
+                     quiet_torch_logs, record_recompute_costs, say, status, user_errors,
                      verbose_option, warn)
 
 #: Rows of the "recomputed" table before the rest is summarised in one line.
@@ -107,11 +109,11 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         out.print(lowerings_table(plan.lowerings))
     if json_out:
         say(f"plan written to {json_out}")
-    extreme = overhead_warning(plan, graph)
+    extreme = overhead_message(plan, graph)
     if extreme:
         warn(extreme)
     if not plan.feasible:
-        say(f"[bold red]infeasible:[/] {infeasible_message(plan, reachable_floor(graph, plan.variant))}")
+        say(f"[bold red]infeasible:[/] {missed_budget_message(plan, reachable_floor(graph, plan.variant))}")
         raise SystemExit(EXIT_INFEASIBLE)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .common import (EXIT_INFEASIBLE, SECONDS, check_output, console, infeasible_message, overhead_warning,
+from recompiler.advice import missed_budget_message, overhead_message
+
+from .common import (EXIT_INFEASIBLE, SECONDS, check_output, console,
                      plan_table, record_recompute_costs, say, status, user_errors, verbose_option, warn)
 
 
@@ -37,9 +39,9 @@ def solve_command(graph_file, budget, solver, seed, time_limit, json_out):
     console().print(plan_table(plan, f"{graph.name} — {plan.solver}"))
     if json_out:
         say(f"plan written to {json_out}")
-    extreme = overhead_warning(plan, graph)
+    extreme = overhead_message(plan, graph)
     if extreme:
         warn(extreme)
     if not plan.feasible:
-        say(f"[bold red]infeasible:[/] {infeasible_message(plan, graph.floor(plan.variant))}")
+        say(f"[bold red]infeasible:[/] {missed_budget_message(plan, graph.floor(plan.variant))}")
         raise SystemExit(EXIT_INFEASIBLE)

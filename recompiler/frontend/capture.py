@@ -123,7 +123,21 @@ class Captured:
             "rng": self.rng,
             "variant_groups": [g.name for g in self.graph.variant_groups],
             "compiler": self.compiler,
+            "inputs": self.input_shapes(),
         }
+
+    def input_shapes(self) -> list[dict]:
+        """``[{"name": ..., "shape": [...]}]`` per graph input (parameters, buffers, user inputs), in
+        placeholder order: what a plan was made for, so a plan applied to other shapes says which."""
+        out = []
+        for node in self.fx_nodes:
+            if node.op != "placeholder" or is_tangent(node):
+                continue
+            val = node.meta.get("val")
+            shape = [int(d) if isinstance(d, int) else str(d) for d in val.shape] if isinstance(val, torch.Tensor) \
+                else None
+            out.append({"name": self.input_names.get(node.name, node.name), "shape": shape})
+        return out
 
 
 class _Recorded(Exception):

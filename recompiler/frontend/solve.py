@@ -38,9 +38,8 @@ def solve_captured(captured, budget, solver: str | None = None, *, time_limit: f
     captures are solved with :func:`~recompiler.frontend.fusion.solve_fused`.
     """
     name = solver or DEFAULT_SOLVER
-    budget_bytes = budget
-    if isinstance(budget, str):
-        budget_bytes = parse_budget(budget, baseline_peak=baseline(captured.graph).peak_bytes)
+    # every budget is read the same way (an integer 0 is refused here as on the CLI)
+    budget_bytes = parse_budget(budget, baseline_peak=baseline(captured.graph).peak_bytes)
     if "starts" in inspect.signature(get_solver(name)).parameters and "starts" not in options:
         start = time.perf_counter()
         options["starts"] = torch_starts(captured, budget_bytes,

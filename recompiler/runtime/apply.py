@@ -61,7 +61,7 @@ def apply_plan(model: torch.nn.Module, plan_path: str, *, loss_fn=None):
     plan is checked against the traced graph (node for node); a plan made for another model,
     batch shape or loss raises :class:`~recompiler.runtime.partition.PlanMismatch`.
     """
-    backend = make_backend({"plan": str(plan_path)})
+    backend = make_backend({"plan": str(plan_path), "via_apply_plan": True})
     step = TrainingStep(model, loss_fn)
     # The plan was traced through _WithLoss.forward(args, kwargs): compile that same module.
     compiled_inner = torch.compile(step.inner, backend=backend, fullgraph=True, dynamic=False)

@@ -56,6 +56,7 @@ import torch._functorch.config  # noqa: F401 - must be imported before aot_autog
 from torch._dynamo.backends.common import aot_autograd
 from torch.fx.graph import _BoxedCodeGen
 
+from ..budget import parse_budget
 from ..errors import PlanOnly, RecompilerError, SolverOptionError
 from ..frontend.capture import COMPILERS, _is_meta, check_compiler, compile_inductor, inductor_partitioner
 from ..frontend.fusion import charge_named, rederived
@@ -94,6 +95,9 @@ class BackendOptions:
     """Internal (``check_step``'s reference): per graph, the variant to run with the store-all schedule."""
     compiler: str = "inductor"
     """``"inductor"``: compile the planned graphs with inductor; ``"eager"``: run them node by node."""
+    via_apply_plan: bool = False
+    """Internal: the plan is applied by :func:`~recompiler.runtime.apply.apply_plan` (its errors
+    do not advise calling it)."""
 
     @classmethod
     def from_dict(cls, options: dict | None) -> "BackendOptions":
@@ -103,6 +107,8 @@ class BackendOptions:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
         check_rng_mode(options.get("rng", cls.rng))
+        # refuse a budget the CLI would refuse (0, True, "5 apples") now, not after tracing
+        parse_budget(options.get("budget", cls.budget), baseline_peak=2**62)
         if not isinstance(options.get("solver_options") or {}, dict):
             raise SolverOptionError(f"the backend option solver_options is a dict, not {options['solver_options']!r}")
         clash = sorted(set(options.get("solver_options") or {}) & {"seed", "time_limit", "allow_approx", "budget"})
@@ -178,17 +184,31 @@ def _load_plan(session: Session) -> Plan | None:
     return load_plan(session.options.plan) if session.options.plan else None
 
 
-def _check_fits(plan: Plan, path: str, captured) -> Plan:
+def _other_shapes(planned, now) -> str:
+    """``"L_x_ was (4, 16), is (2, 16)"`` for the inputs whose shapes differ ('' when none do or unknown)."""
+    if not isinstance(planned, list) or len(planned) != len(now):
+        return ""
+    differ = [f"{p.get('name')} was {tuple(p.get('shape') or ())}, is {tuple(n['shape'] or ())}"
+              for p, n in zip(planned, now) if isinstance(p, dict) and p.get("shape") != n["shape"]]
+    return "; ".join(differ[:3]) + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+
+
+def _check_fits(plan: Plan, path: str, captured, applied_by_apply_plan: bool = False) -> Plan:
     groups = [g.name for g in captured.graph.variant_groups]
     if list(plan.stats.get("variant_groups", [])) != groups or len(plan.variant) != len(groups):
         raise PlanMismatch(f"plan {path} chose lowerings for {len(plan.variant)} variant groups; this graph has "
                            f"{len(groups)}: re-run `recompile plan` on this model")
     names = plan.stats.get("node_names")
     if names is not None and names != list(captured.graph.names):
-        raise PlanMismatch(
-            f"plan {path} was made for another graph ({len(names)} nodes; this one has "
-            f"{captured.graph.n}): re-run `recompile plan` on this model, or apply it with apply_plan(), "
-            "which compiles the model together with its loss as `recompile plan` traced it")
+        other = _other_shapes(plan.stats.get("inputs"), captured.input_shapes())
+        if other:
+            raise PlanMismatch(f"plan {path} was made for inputs of other shapes ({other}): re-run "
+                               "`recompile plan` on inputs of the shapes you train with")
+        hint = "" if applied_by_apply_plan else (
+            ", or apply it with recompiler.apply_plan(model, plan), which compiles the model together "
+            "with its loss as `recompile plan` traced it")
+        raise PlanMismatch(f"plan {path} was made for another graph ({len(names)} nodes; this one has "
+                           f"{captured.graph.n}): re-run `recompile plan` on this model{hint}")
     if len(plan.schedule) == 0 or max(plan.schedule) >= captured.graph.n:
         raise PlanMismatch(f"plan {path} does not fit this graph")
     return plan
@@ -207,13 +227,29 @@ def _solve_for(session: Session, captured) -> Plan:
             schedule = captured.graph.baseline_schedule()
         return make_plan(captured.graph, schedule, solver="store-all", budget_bytes=captured.graph.floor(),
                          variant=variant)
-    if not isinstance(opts.budget, str) and session.graphs:
+    if not _is_percentage(opts.budget) and session.graphs:
         warnings.warn("recompiler: the model compiled to several graphs; an absolute budget is given to each "
                       "graph in full, so their peaks may add up — prefer a percentage budget", stacklevel=2)
     from ..frontend.solve import solve_captured
 
     return solve_captured(captured, opts.budget, opts.solver, seed=opts.seed, time_limit=opts.time_limit,
                           allow_approx=opts.allow_approx, **(opts.solver_options or {}))
+
+
+def _is_percentage(budget) -> bool:
+    return isinstance(budget, str) and budget.strip().endswith("%")
+
+
+def _warn_about(plan: Plan, captured) -> None:
+    """A missed budget or an extreme overhead is never silent, on this path as on the CLI's."""
+    from ..advice import missed_budget_message, overhead_message
+
+    where = f"recompiler: {captured.graph.name}"
+    if not plan.feasible:
+        warnings.warn(f"{where}: {missed_budget_message(plan, captured.graph.floor())}", stacklevel=2)
+    extreme = overhead_message(plan, captured.graph)
+    if extreme:
+        warnings.warn(f"{where}: {extreme}", stacklevel=2)
 
 
 def _partition_fn(session: Session):
@@ -232,11 +268,13 @@ def _partition_fn(session: Session):
                          name=f"graph{len(session.graphs)}", rng=rng, lowerings=lowerings,
                          compiler=session.compiler)
         if saved_plan is not None:
-            plan = _check_fits(saved_plan, session.options.plan, captured)
+            plan = _check_fits(saved_plan, session.options.plan, captured, session.options.via_apply_plan)
             if captured.compiler == "inductor":
                 charge_named(captured, plan.stats.get("charged", []))
         else:
             plan = _solve_for(session, captured)
+            if session.options.variants is None:   # check_step's store-all reference has no budget
+                _warn_about(plan, captured)
         plan.stats.setdefault("input_bytes", captured.graph.input_bytes)  # alive before the step
         plan.stats.setdefault("rng", rng)
         plan.stats.setdefault("variant_groups", [g.name for g in captured.graph.variant_groups])

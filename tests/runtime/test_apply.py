@@ -61,6 +61,16 @@ def test_plan_for_another_graph_is_refused(tmp_path):
         step(y)
 
 
+def test_a_plan_applied_at_another_batch_names_the_shapes_it_was_made_for(tmp_path):
+    """Issue 20: a plan made at batch 4 and applied at batch 2 said "(901 nodes; this one has 902) ...
+    or apply it with apply_plan()" to a user already calling apply_plan; it names the input shapes."""
+    model, x, _ = write_plan("transformer_dropout", "50%", tmp_path / "plan.json")
+    step = apply_plan(model, tmp_path / "plan.json", loss_fn=loss_fn)
+    with pytest.raises(PlanMismatch, match=r"inputs of other shapes \(.*was \(4, 32, 32\), is \(1, 32, 32\)") as e:
+        step(x[:1])
+    assert "apply_plan" not in str(e.value)
+
+
 @pytest.mark.parametrize("rng", ["replay", "pin"])
 def test_a_plan_applies_with_its_own_rng_mode(tmp_path, rng):
     """A plan replays random ops when it was made so, pins them when made so; same seed, same numbers."""

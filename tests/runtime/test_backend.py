@@ -222,3 +222,71 @@ def test_recompiler_compile_takes_rng(rng, random_ops):
     (record,) = step.recompiler_session.graphs
     assert step.recompiler_session.options.rng == rng and record.plan.stats["rng"] == rng
     assert record.random_ops == random_ops
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                               torch.nn.Linear(64, 1))
+
+
+def test_a_missed_budget_warns_under_torch_compile():
+    """Issue 20: "5%" under torch.compile was missed in silence (the CLI exits 3)."""
+    import recompiler.runtime.backend as rb
+
+    model = _mlp()
+    compiled = torch.compile(model, backend=rb.make_backend({"budget": "5%", "compiler": "eager"}))
+    with pytest.warns(UserWarning, match=r"not reached: best peak found .* a lower bound"):
+        compiled(torch.randn(16, 32)).sum().backward()
+    assert not rb.LAST_SESSION.graphs[0].plan.feasible
+
+
+@pytest.mark.parametrize("budget", [0, True, "0%", "5 apples"])
+def test_a_budget_the_cli_refuses_is_refused_by_the_backend_before_tracing(budget):
+    """Issue 20: the integer 0 was accepted under torch.compile while the CLI rejects it."""
+    import recompiler
+    from recompiler.errors import BudgetError
+    from recompiler.runtime.backend import make_backend
+
+    with pytest.raises(BudgetError):
+        make_backend({"budget": budget})
+    with pytest.raises(BudgetError):
+        recompiler.compile(_mlp(), budget)
+
+
+class _Broken(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        torch._dynamo.graph_break()
+        return self.b(h)
+
+
+@pytest.mark.parametrize("budget", ["1GiB", 10**9])
+def test_an_absolute_budget_over_several_graphs_warns_whatever_its_type(budget):
+    """Issue 20: the several-graphs warning fired for integer budgets only, not for "12GiB"."""
+    import recompiler.runtime.backend as rb
+
+    compiled = torch.compile(_Broken(), backend=rb.make_backend({"budget": budget, "compiler": "eager"}))
+    with pytest.warns(UserWarning, match="several graphs"):
+        compiled(torch.randn(4, 16)).sum().backward()
+    assert len(rb.LAST_SESSION.graphs) == 2
+
+
+def test_an_extreme_overhead_warns_under_torch_compile():
+    """Issue 20: a +842% plan was applied without a word. The backend warns as the CLI does, with a
+    cheaper nearby budget (the check every planned graph goes through, on a plan known to be extreme)."""
+    from types import SimpleNamespace
+
+    import recompiler.runtime.backend as rb
+    from recompiler.builders import training_chain
+    from recompiler.solvers import solve
+
+    g = training_chain(32)
+    plan = solve(g, "20%", "checkmate-lp")
+    assert plan.feasible and plan.overhead > 1
+    with pytest.warns(UserWarning, match=r"adds \d+% to the step's compute .* a budget of \d+%"):
+        rb._warn_about(plan, SimpleNamespace(graph=g))
