@@ -47,6 +47,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ def baseline_plans(graph: CostGraph, budget_bytes: int, starts: Mapping[str, Seq
     """The valid plans of the baselines FastSA compares with, each ranked under ``budget_bytes``.
 
     Store-all, the graph's reference schedule (its compiler's own partition), chen-greedy,
-    greedy-evict (at most ``greedy_seconds``, default :data:`GREEDY_SECONDS`) and every schedule
+    greedy-evict (at most ``greedy_seconds``, or :data:`GREEDY_MOVES` moves without them) and every schedule
     in ``starts``. A baseline that fails or returns an invalid schedule is left out.
 
     >>> from recompiler.builders import training_chain
@@ -209,8 +210,11 @@ def baseline_plans(graph: CostGraph, budget_bytes: int, starts: Mapping[str, Seq
     if graph.reference is not None:
         found["reference"] = list(graph.reference)
     found["chen-greedy"] = chen_greedy(graph, budget_bytes).schedule
-    found["greedy-evict"] = greedy_evict(graph, budget_bytes,
-                                         time_limit=GREEDY_SECONDS if greedy_seconds is None else greedy_seconds).schedule
+    if greedy_seconds is None:   # no time limit: bounded by moves, so the baseline (and the plan) never depends on the load
+        greedy = greedy_evict(graph, budget_bytes, time_limit=math.inf, max_moves=min(4 * graph.n, GREEDY_MOVES))
+    else:
+        greedy = greedy_evict(graph, budget_bytes, time_limit=greedy_seconds)
+    found["greedy-evict"] = greedy.schedule
     for name, schedule in (starts or {}).items():
         found[name] = [int(v) for v in schedule]
     plans = []
@@ -221,8 +225,8 @@ def baseline_plans(graph: CostGraph, budget_bytes: int, starts: Mapping[str, Seq
     return plans
 
 
-#: Seconds greedy-evict may take as a baseline when FastSA has no time limit.
-GREEDY_SECONDS = 5.0
+#: Moves greedy-evict may make as a baseline when FastSA has no time limit (milliseconds each).
+GREEDY_MOVES = 2000
 
 
 def _rank_schedule(graph: CostGraph, schedule, variant, budget: int) -> tuple:

@@ -420,3 +420,23 @@ def test_baselines_can_be_turned_off():
     assert plan.stats["baselines"] == {} and plan.stats["seeded_from"] is None and plan.stats["won"] == "fastsa"
     with pytest.raises(SolverOptionError, match="baseline_share"):
         solve(g, "60%", "fastsa", baseline_share=2.0)
+
+
+def test_the_greedy_baseline_does_not_depend_on_the_clock(monkeypatch):
+    """Issue 20: FastSA's greedy-evict baseline stopped after 5 wall-clock seconds, so on a loaded
+    machine (or a slower rank) the best baseline, and the plan seeded from it, could differ.
+    Without a time limit it is bounded by moves: a clock that races changes nothing."""
+    import itertools
+    from types import SimpleNamespace
+
+    import recompiler.solvers.greedy_evict as ge
+    from recompiler.solvers.fastsa import baseline_plans
+
+    g = random_layered(300, seed=5)
+    budget = int(0.4 * baseline(g).peak_bytes)
+    calm = {p.name: p.schedule for p in baseline_plans(g, budget)}
+    clock = itertools.count(0.0, 1000.0)   # every reading 1000 s after the last
+    monkeypatch.setattr(ge, "time", SimpleNamespace(monotonic=lambda: next(clock), perf_counter=lambda: next(clock)))
+    raced = {p.name: p.schedule for p in baseline_plans(g, budget)}
+    assert calm["greedy-evict"] != g.baseline_schedule()   # it made moves
+    assert raced == calm
