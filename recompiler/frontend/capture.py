@@ -97,6 +97,8 @@ class Captured:
     unfused_deps: list | None = None
     #: Captured from a meta-device or fake model: it can be planned, not run (no data).
     planned_only: bool = False
+    #: The ratios the approximate lowerings were offered at (empty: exact lowerings only).
+    approx_ratios: tuple = ()
 
     def __repr__(self) -> str:
         return f"Captured({self.graph.summary()}, num_fwd_outputs={self.num_fwd_outputs})"
@@ -124,6 +126,7 @@ class Captured:
             "variant_groups": [g.name for g in self.graph.variant_groups],
             "compiler": self.compiler,
             "inputs": self.input_shapes(),
+            "approx_ratios": list(self.approx_ratios),
         }
 
     def input_shapes(self) -> list[dict]:
@@ -248,7 +251,8 @@ def _fake_on_cpu(model: torch.nn.Module, args, kwargs):
 # --------------------------------------------------------------------------- capture
 def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_profile: str = "cpu",
             profile: bool = False, name: str | None = None, profile_runs: int = 5,
-            rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True, compiler: str = "eager") -> Captured:
+            rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True, compiler: str = "eager",
+            approx_ratios=()) -> Captured:
     """Trace one training step of ``model`` on ``example_inputs`` and lower it to a CostGraph.
 
     ``example_inputs`` is a tensor, a tuple of positional args, or a dict of keyword args.
@@ -256,6 +260,8 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
     roofline profile in :data:`costs.PROFILES`; ``profile=True`` times every node here instead.
     ``rng`` is ``"replay"`` (random ops recomputable, :mod:`.rng`) or ``"pin"`` (computed once).
     ``lowerings=False`` leaves out the variant groups of :mod:`recompiler.lowerings`.
+    ``approx_ratios`` (e.g. ``(0.3, 0.1)``) also offers the approximate lowerings at those ratios
+    (:mod:`recompiler.lowerings.sampled_linear`); empty: exact lowerings only.
     ``compiler="inductor"`` captures the joint graph inductor's partitioner receives (after its
     decompositions and joint-graph passes) and costs it as inductor fuses it (:mod:`.fusion`),
     with the default partitioner's schedule as the graph's reference; ``"eager"`` the graph
@@ -314,7 +320,8 @@ def capture(model: torch.nn.Module, example_inputs, *, loss_fn=None, device_prof
         raise CaptureError("the model's training step produced no joint graph")
     cap = lower(record["joint"], record["num_fwd_outputs"], profile=prof, timed=profile,
                 name=name or type(model).__name__, input_names=record.get("input_names", []),
-                profile_runs=profile_runs, rng=rng, lowerings=lowerings, compiler=compiler)
+                profile_runs=profile_runs, rng=rng, lowerings=lowerings, compiler=compiler,
+                approx_ratios=approx_ratios)
     cap.flat_inputs = record.get("flat_inputs", [])
     cap.planned_only = planned_only
     return cap
@@ -461,7 +468,8 @@ def ordered_nodes(joint: torch.fx.GraphModule) -> list[torch.fx.Node]:
 
 def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.DeviceProfile | str = "cpu",
           timed: bool = False, name: str = "graph", input_names=(), profile_runs: int = 5,
-          rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True, compiler: str = "eager") -> Captured:
+          rng: str = rng_ops.DEFAULT_RNG, lowerings: bool = True, compiler: str = "eager",
+          approx_ratios=()) -> Captured:
     """Turn a joint fx graph (as a ``partition_fn`` receives it) into a :class:`Captured`.
 
     With ``lowerings`` every instance the registry (:mod:`recompiler.lowerings`) finds becomes a
@@ -584,6 +592,7 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
     if lowerings:
         from .. import lowerings as registry
 
+        cap.approx_ratios = check_approx_ratios(approx_ratios)
         cap.lowerings = registry.find_instances(cap, prof)
         if cap.lowerings:
             cap.graph = registry.attach(graph, cap, cap.lowerings)
@@ -603,6 +612,22 @@ def lower(joint: torch.fx.GraphModule, num_fwd_outputs: int, *, profile: costs.D
 
 
 COMPILERS = ("inductor", "eager")
+
+
+def check_approx_ratios(ratios) -> tuple:
+    """``ratios`` as a tuple of floats in (0, 1], else a one-line :class:`SolverOptionError`."""
+    from ..errors import SolverOptionError
+
+    if isinstance(ratios, (int, float)) and not isinstance(ratios, bool):
+        ratios = (ratios,)
+    try:
+        out = tuple(float(r) for r in ratios or ())
+    except (TypeError, ValueError):
+        raise SolverOptionError(f"approximation ratios are numbers in (0, 1], not {ratios!r}") from None
+    bad = [r for r in out if not 0 < r <= 1]
+    if bad:
+        raise SolverOptionError(f"an approximation ratio is a share of the rows kept, in (0, 1], not {bad[0]:g}")
+    return tuple(dict.fromkeys(out))
 
 
 def check_compiler(value) -> str:

@@ -12,7 +12,7 @@ Adding a lowering is one module with a ``match(captured, profile)`` function plu
 Example
 -------
 >>> [entry.name for entry in LOWERINGS]
-['chunked-attention', 'chunked-sdpa', 'prefix-attention', 'chunked-loss']
+['chunked-attention', 'chunked-sdpa', 'prefix-attention', 'chunked-loss', 'wta-crs']
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ class Instance:
 
     def absorbed(self, node) -> bool:
         """``node`` emits nothing under a non-default option and may sit anywhere in a schedule."""
+        return False
+
+    def materialises(self, node) -> bool:
+        """``node`` is a view in the graph but stands for a tensor of its own under a non-default
+        option (the runtime then never re-derives it from its base)."""
         return False
 
     def group_name(self, index: int) -> str:
@@ -104,13 +109,14 @@ def fused_option(name: str, graph: CostGraph, members: list[int], *, head: int, 
 
 
 def _table():
-    from . import linear_loss, prefix_attention, sdpa_attention, softmax_attention
+    from . import linear_loss, prefix_attention, sampled_linear, sdpa_attention, softmax_attention
 
     return (
         Lowering("chunked-attention", "attention", True, softmax_attention.match, softmax_attention.__name__),
         Lowering("chunked-sdpa", "attention", True, sdpa_attention.match, sdpa_attention.__name__),
         Lowering("prefix-attention", "attention", True, prefix_attention.match, prefix_attention.__name__),
         Lowering("chunked-loss", "loss", True, linear_loss.match, linear_loss.__name__),
+        Lowering("wta-crs", "linear", False, sampled_linear.match, sampled_linear.__name__),
     )
 
 
@@ -156,6 +162,7 @@ def rewrites(instances: list[Instance], variant) -> dict:
                 def rewrite(emit, inst=inst, choice=choice, node=node, state=state):
                     return inst.rewrite(choice, node, emit, state)
                 rewrite.absorbed = inst.absorbed(node)
+                rewrite.materialises = inst.materialises(node)
                 out[node] = rewrite
     return out
 

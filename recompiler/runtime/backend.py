@@ -6,7 +6,9 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
 ``budget``         ``"25%"`` of each graph's store-all peak, or bytes (``"12GiB"``, ``1000``); default ``"50%"``
 ``solver``         a name from ``recompile solvers``; default: the best available
 ``device_profile`` the cost model's roofline profile (``cpu``, ``a100``, ``h100``); default ``cpu``
-``seed``, ``time_limit``, ``allow_approx``   passed to the solver
+``seed``, ``time_limit``, ``allow_approx``   passed to the solver; ``allow_approx=True`` also offers the
+                   approximate WTA-CRS lowering of linear layers (``recompiler.lowerings.sampled_linear``)
+``approx_ratios``  the row ratios WTA-CRS is offered at (default ``(0.3, 0.1)``; needs ``allow_approx``)
 ``solver_options`` a dict of the solver's own options (``{"stage1_iterations": 200_000}``: a fixed
                    amount of search instead of a time limit, so a plan does not depend on the load)
 ``rng``            ``"replay"`` (default): random ops draw a seed each and may be recomputed, bit for
@@ -95,9 +97,20 @@ class BackendOptions:
     """Internal (``check_step``'s reference): per graph, the variant to run with the store-all schedule."""
     compiler: str = "inductor"
     """``"inductor"``: compile the planned graphs with inductor; ``"eager"``: run them node by node."""
+    approx_ratios: tuple | None = None
+    """The ratios the approximate lowerings (WTA-CRS) are offered at with ``allow_approx``;
+    None: :data:`~recompiler.lowerings.sampled_linear.DEFAULT_RATIOS`."""
     via_apply_plan: bool = False
     """Internal: the plan is applied by :func:`~recompiler.runtime.apply.apply_plan` (its errors
     do not advise calling it)."""
+
+    def offered_ratios(self) -> tuple:
+        """The approximation ratios the graphs are captured with: none unless ``allow_approx``."""
+        if not self.allow_approx:
+            return ()
+        from ..lowerings.sampled_linear import DEFAULT_RATIOS
+
+        return DEFAULT_RATIOS if self.approx_ratios is None else tuple(self.approx_ratios)
 
     @classmethod
     def from_dict(cls, options: dict | None) -> "BackendOptions":
@@ -107,6 +120,13 @@ class BackendOptions:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
         check_rng_mode(options.get("rng", cls.rng))
+        if options.get("approx_ratios") is not None:
+            from ..frontend.capture import check_approx_ratios
+
+            options["approx_ratios"] = check_approx_ratios(options["approx_ratios"])
+            if not options.get("allow_approx"):
+                raise SolverOptionError("the backend option approx_ratios needs allow_approx=True "
+                                        "(approximate lowerings are opt-in)")
         # refuse a budget the CLI would refuse (0, True, "5 apples") now, not after tracing
         parse_budget(options.get("budget", cls.budget), baseline_peak=2**62)
         if not isinstance(options.get("solver_options") or {}, dict):
@@ -264,9 +284,11 @@ def _partition_fn(session: Session):
         rng = saved_plan.stats.get("rng", "pin") if saved_plan is not None else session.options.rng
         lowerings = (bool(saved_plan.stats.get("variant_groups")) if saved_plan is not None
                      else session.options.lowerings)
+        approx = (saved_plan.stats.get("approx_ratios") or () if saved_plan is not None
+                  else session.options.offered_ratios())
         captured = lower(joint, num_fwd_outputs, profile=session.options.device_profile,
                          name=f"graph{len(session.graphs)}", rng=rng, lowerings=lowerings,
-                         compiler=session.compiler)
+                         compiler=session.compiler, approx_ratios=approx)
         if saved_plan is not None:
             plan = _check_fits(saved_plan, session.options.plan, captured, session.options.via_apply_plan)
             if captured.compiler == "inductor":

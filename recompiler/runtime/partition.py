@@ -190,6 +190,8 @@ class _Rebuilder:
                 # Placeholders and constants first, in their original order (AOTAutograd's convention).
                 self.latest[node] = self.graph.node_copy(node)
             base = _view_base(node)
+            if getattr(self.rewrites.get(node), "materialises", False):
+                base = None   # a lowering makes this view a tensor of its own (a WTA-CRS sample)
             self.root[node] = self.root[base] if base is not None else node
 
     def _copy(self, node: fx.Node, backward_part: bool) -> fx.Node:
@@ -280,7 +282,7 @@ class Emitter:
 
     def call(self, target, *args, **kwargs) -> fx.Node:
         node = self._b.graph.call_function(target, args, kwargs)
-        node.meta["val"] = _fake_value(target, args, kwargs)
+        node.meta["val"] = _fake_value(target, args, kwargs, like=self._node)
         node.meta["recompiler_origin"] = self._node.name
         self._b.part[node] = self._backward
         if target is operator.getitem and isinstance(args[0], fx.Node) and args[0] in self._b.part:
@@ -312,11 +314,16 @@ class Emitter:
         return y
 
 
-def _fake_value(target, args, kwargs):
+def _fake_value(target, args, kwargs, like: fx.Node | None = None):
     vals = fx.node.map_aggregate((args, kwargs), lambda a: a.meta["val"] if isinstance(a, fx.Node) else a)
     from torch._guards import detect_fake_mode
 
-    mode = detect_fake_mode([v for v in torch.utils._pytree.tree_leaves(vals) if isinstance(v, torch.Tensor)])
+    tensors = [v for v in torch.utils._pytree.tree_leaves(vals) if isinstance(v, torch.Tensor)]
+    if not tensors and like is not None:
+        # an op of no tensor inputs (a seed draw): the fake mode of the node it is emitted for,
+        # so that it is not run for real (which would draw from the user's generator)
+        tensors = [v for v in torch.utils._pytree.tree_leaves(like.meta.get("val")) if isinstance(v, torch.Tensor)]
+    mode = detect_fake_mode(tensors)
     with mode if mode is not None else contextlib.nullcontext():
         return target(*vals[0], **vals[1])
 
