@@ -17,6 +17,27 @@ from .common import (EXIT_INFEASIBLE, SECONDS, check_output, console, lowerings_
 MAX_MODULE_ROWS = 25
 
 
+def _approx_ratios(allow_approx: bool, text: str | None, no_lowerings: bool) -> tuple:
+    """The WTA-CRS ratios to offer: none without --allow-approx (a one-line error if ratios are given)."""
+    from recompiler.errors import SolverOptionError
+    from recompiler.frontend.capture import check_approx_ratios
+    from recompiler.lowerings.sampled_linear import DEFAULT_RATIOS
+
+    if not allow_approx:
+        if text is not None:
+            raise SolverOptionError("--approx-ratio needs --allow-approx (approximate lowerings are opt-in)")
+        return ()
+    if no_lowerings:
+        raise SolverOptionError("--allow-approx offers a lowering: it cannot be combined with --no-lowerings")
+    if text is None:
+        return DEFAULT_RATIOS
+    try:
+        ratios = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SolverOptionError(f"--approx-ratio takes numbers in (0, 1] separated by commas, not {text!r}") from None
+    return check_approx_ratios(ratios)
+
+
 @click.command("plan")
 @click.argument("model_file", type=click.Path(dir_okay=False))
 @click.option("--budget", "-b", required=True, help="Peak-memory budget: N% of the store-all peak, or bytes (12GiB, 500MB).")
@@ -36,9 +57,15 @@ MAX_MODULE_ROWS = 25
 @click.option("--compiler", default="inductor", show_default=True,
               help="What will compile the planned graphs: inductor (fused; percentages are of inductor's own "
                    "step) or eager (fx graphs run node by node; percentages of store-all).")
+@click.option("--allow-approx", is_flag=True,
+              help="Also offer approximate lowerings (WTA-CRS sampled weight gradients for linear layers): "
+                   "they change the gradients (unbiased estimates) and are marked in the plan.")
+@click.option("--approx-ratio", "approx_ratio", default=None,
+              help="With --allow-approx: the shares of a linear's input rows WTA-CRS may keep, comma-separated "
+                   "(default 0.3,0.1).")
 @verbose_option
 def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings,
-                 compiler):
+                 compiler, allow_approx, approx_ratio):
     """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
 
     MODEL_FILE defines build() -> (model, example_inputs), or module-level `model` and
@@ -58,6 +85,7 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         from recompiler.frontend.capture import check_compiler
 
         check_compiler(compiler)                # and an unknown --compiler
+        approx_ratios = _approx_ratios(allow_approx, approx_ratio, no_lowerings)   # and bad ratios
 
         from recompiler.frontend.capture import capture
         from recompiler.frontend.modelfile import load_model_file
@@ -70,7 +98,7 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
                 quiet_torch_logs():
             cap = capture(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, device_profile=device_profile,
                           profile=timed, name=spec.name, rng=rng, lowerings=not no_lowerings,
-                          compiler=compiler)
+                          compiler=compiler, approx_ratios=approx_ratios)
         capture_seconds = time.perf_counter() - start
         graph = cap.graph
         budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
@@ -83,7 +111,7 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         with status(f"solving {graph.name} ({graph.n} nodes)"):
             from recompiler.frontend.solve import solve_captured
 
-            plan = solve_captured(cap, target, solver, seed=seed, time_limit=time_limit)
+            plan = solve_captured(cap, target, solver, seed=seed, time_limit=time_limit, allow_approx=allow_approx)
             graph = cap.graph  # under inductor the fusion rounds may have charged nodes the plan saves
         if target != budget_bytes:
             plan.stats["solved_for_bytes"] = target
@@ -155,6 +183,10 @@ def _summary(cap, plan, capture_seconds: float):
     else:
         t.add_row("lowerings", f"{len(plan.lowerings)} of {len(groups)} groups lowered"
                                + (f" ({', '.join(sorted({x.kind for x in groups}))})" if groups else ""))
+    approx = [e for e in plan.lowerings if not e.get("exact", True)]
+    if approx:   # an approximate lowering changes the gradients: never only in the lowerings table
+        t.add_row("[yellow]approximate[/]", f"[yellow]{len(approx)} layer{'s' * (len(approx) != 1)} with estimated "
+                                            "weight gradients (WTA-CRS, unbiased)[/]")
     t.add_row("capture / solve", f"{capture_seconds:.1f} s / {plan.solve_seconds:.2f} s")
     return t
 

@@ -326,3 +326,41 @@ def test_verbose_does_not_leak_into_the_next_invocation(tmp_path):
     assert loud.exit_code == 2 and "Traceback" in loud.output
     quiet = run("plan", path, "--budget", "50%")
     assert quiet.exit_code == 2 and "Traceback" not in quiet.output and len(quiet.output.strip().splitlines()) == 1
+
+
+GELU_MLP = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 64), torch.nn.GELU(),
+                            torch.nn.Linear(64, 8))
+    return m, (torch.randn(8, 128, 16),)
+"""
+
+
+def test_allow_approx_offers_wta_crs_and_marks_every_approximate_layer(tmp_path):
+    f = model_file(tmp_path, GELU_MLP)
+    exact = run("plan", f, "--budget", "70%", "--compiler", "eager", "--json", tmp_path / "exact.json")
+    assert exact.exit_code == 0, exact.output
+    assert json.loads((tmp_path / "exact.json").read_text())["lowerings"] == []
+    r = run("plan", f, "--budget", "70%", "--compiler", "eager", "--allow-approx", "--approx-ratio", "0.2,0.05",
+            "--json", tmp_path / "approx.json")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "approx.json").read_text())
+    assert saved["lowerings"] and all(e["exact"] is False and e["kind"] == "linear" for e in saved["lowerings"])
+    assert {e["option"] for e in saved["lowerings"]} <= {"wta-crs-0.2", "wta-crs-0.05"}
+    assert saved["stats"]["approx_ratios"] == [0.2, 0.05]
+    assert "approximate" in r.output and "estimated" in r.output
+    assert saved["overhead"] < json.loads((tmp_path / "exact.json").read_text())["overhead"]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--approx-ratio", "0.3"], "needs --allow-approx"),
+    (["--allow-approx", "--approx-ratio", "0"], "in (0, 1]"),
+    (["--allow-approx", "--approx-ratio", "abc"], "numbers in (0, 1]"),
+    (["--allow-approx", "--no-lowerings"], "cannot be combined"),
+])
+def test_approx_options_errors_are_one_line_exit_2(tmp_path, args, msg):
+    r = run("plan", model_file(tmp_path, GELU_MLP), "--budget", "70%", *args)
+    assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output

@@ -129,3 +129,21 @@ def test_without_allow_approx_no_linear_group_is_chosen():
     plain = solve(g, "70%", "fastsa", seed=0, stage1_iterations=100_000, stage2_iterations=100_000)
     assert any(approx.variant) and approx.feasible and plain.feasible
     assert approx.overhead < plain.overhead
+
+
+def test_a_saved_approximate_plan_applies_with_its_own_ratios(tmp_path):
+    from recompiler.runtime.apply import apply_plan
+
+    model, x = mlp(), torch.randn(8, 128, 16)
+    cap = capture(model, (x,), approx_ratios=(0.2,))
+    plan = solve(cap.graph, "70%", "fastsa", seed=0, allow_approx=True, stage1_iterations=100_000,
+                 stage2_iterations=100_000)
+    assert any(plan.variant)
+    plan.stats.update(cap.plan_stats())
+    plan.save(tmp_path / "plan.json")
+    step = apply_plan(model, tmp_path / "plan.json")
+    step(x).backward()
+    (record,) = step.recompiler_session.graphs
+    assert record.plan.variant == plan.variant
+    assert {e["option"] for e in record.lowerings} == {"wta-crs-0.2"}
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
