@@ -134,7 +134,9 @@ class SampledLinear(Instance):
         sample = emit.arg(self.x2d)
         rows = emit.call(operator.getitem, sample, 0)
         index = emit.call(operator.getitem, sample, 1)
-        picked = emit.call(aten.index_select.default, emit.arg(self.grad_t), 1, index)   # Gᵀ[:, index]
+        # Gᵀ[:, index] as (G[index])ᵀ: aten.index is a core op inductor lowers (index_select is
+        # decomposed before inductor sees a graph, so emitting it would be an op it cannot take)
+        picked = emit.transpose(emit.call(aten.index.Tensor, emit.arg(self.grad_t.args[0]), [index]))
         return emit.like(emit.call(aten.mm.default, picked, rows), node)
 
 

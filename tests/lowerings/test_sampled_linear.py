@@ -147,3 +147,18 @@ def test_a_saved_approximate_plan_applies_with_its_own_ratios(tmp_path):
     assert record.plan.variant == plan.variant
     assert {e["option"] for e in record.lowerings} == {"wta-crs-0.2"}
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_under_inductor_only_the_sampled_weights_change():
+    model, x = mlp(), torch.randn(4, 64, 16)
+    _, _, ref_loss, ref = compiled_step(model, (x,), {"solver": "store-all", "compiler": "inductor"})
+    _, record, loss, got = compiled_step(model, (x,), {"solver": "store-all", "allow_approx": True,
+                                                      "compiler": "inductor", "variants": ((1, 1),)})
+    assert [e["option"] for e in record.lowerings] == ["wta-crs-0.3"] * 2
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    ref, got = _grads_by_name(model, ref), _grads_by_name(model, got)
+    for name in ref:
+        if name in ("2.weight", "4.weight"):
+            assert not torch.allclose(got[name], ref[name], rtol=1e-3, atol=1e-6)
+        else:
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6)
