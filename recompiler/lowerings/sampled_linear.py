@@ -7,7 +7,8 @@ in the joint graph,
     Y = addmm(b, X, Wᵀ) | mm(X, Wᵀ)      with W a 2-D graph input (a parameter)
     ∇W = mm(Gᵀ, X)                        in the backward, G the output's gradient
 
-where X is read by those two nodes only. Under an option at ratio r, the view X stands for a
+or, for weights stored (in, out) as in HF's GPT-2 ``Conv1D``, ``Y = addmm(b, X, W) | mm(X, W)``
+with ``∇W = mm(Xᵀ, G)`` — where X is read by those two nodes only (through Xᵀ in the second form). Under an option at ratio r, the view X stands for a
 small node instead: ``wta_crs_sample(h viewed, r, seed)``, the k = ⌈r·N⌉ sampled rows of X
 (already scaled) and their indices, k·D_in values plus k int64. ∇W becomes
 ``Gᵀ[:, index] @ rows``, reading that node instead of X, and Y reads h itself, so h no longer
@@ -47,8 +48,6 @@ DEFAULT_RATIOS = (0.3, 0.1)
 #: Kernels one sample runs (row norms, sort, draws, gather).
 SAMPLE_KERNELS = 4
 
-_TRANSPOSES = {"t", "permute"}
-
 
 def _is_transpose(node) -> bool:
     if not isinstance(node, torch.fx.Node) or node.op != "call_function":
@@ -62,17 +61,21 @@ def _is_transpose(node) -> bool:
 class SampledLinear(Instance):
     """One linear layer whose weight gradient may be estimated from sampled input rows."""
 
-    def __init__(self, lowering, captured, profile, *, x2d, forward, weight_grad, grad_t, ratios):
+    def __init__(self, lowering, captured, profile, *, x2d, forward, weight_grad, grad, x_t=None, ratios):
         self.lowering, self.captured, self.profile = lowering, captured, profile
-        self.x2d, self.forward, self.weight_grad, self.grad_t = x2d, forward, weight_grad, grad_t
+        self.x2d, self.forward, self.weight_grad, self.grad = x2d, forward, weight_grad, grad
+        self.x_t = x_t   # Xᵀ, read by ∇W = mm(Xᵀ, G) (weights stored (in, out)); None: ∇W = mm(Gᵀ, X)
         self.ratios = tuple(ratios)
         ids = captured.node_ids
-        self.nodes = sorted([x2d, forward, weight_grad], key=lambda x: ids[x.name])
+        self.nodes = sorted([x for x in (x2d, forward, weight_grad, x_t) if x is not None], key=lambda x: ids[x.name])
         self.module_path = captured.module_paths[ids[forward.name]]
         val = x2d.meta["val"]
         self.rows, self.d_in = int(val.shape[0]), int(val.shape[1])
-        self.d_out = int(weight_grad.meta["val"].shape[0])
+        self.d_out = int(grad.meta["val"].shape[1])
         self.dtype = val.dtype
+
+    def absorbed(self, node) -> bool:
+        return node is self.x_t   # ∇W reads the sample itself
 
     def materialises(self, node) -> bool:
         # under an option the view stands for a real tensor (the sample), not an alias of h
@@ -99,11 +102,14 @@ class SampledLinear(Instance):
                                      bytes_moved=(self.d_out * k + k * self.d_in + self.d_out * self.d_in) * item,
                                      dtype=dtype)
                       + costs.roofline(prof, flops=0, bytes_moved=2 * self.d_out * k * item, dtype=dtype))
+            xt = ids[self.x_t.name] if self.x_t is not None else None
             row = {
                 x: (sample_s, sample_bytes, [base]),
                 f: (float(g.compute[f]), int(g.memory[f]), [d for d in g.deps[f] if d != x]),
-                b: (grad_s, int(g.memory[b]), sorted({d for d in g.deps[b] if d not in (x, base)} | {x})),
+                b: (grad_s, int(g.memory[b]), sorted({d for d in g.deps[b] if d not in (x, base, xt)} | {x})),
             }
+            if xt is not None:
+                row[xt] = (0.0, 0, [])
             opts.append(VariantOption(f"wta-crs-{r:g}", False, [row[i][0] for i in members],
                                       [row[i][1] for i in members], [row[i][2] for i in members]))
         return opts
@@ -131,13 +137,19 @@ class SampledLinear(Instance):
             args = [fresh_view() if a is self.x2d else (emit.arg(a) if isinstance(a, torch.fx.Node) else a)
                     for a in node.args]
             return emit.call(node.target, *args, **node.kwargs)
+        if node is self.x_t:
+            return None
         sample = emit.arg(self.x2d)
         rows = emit.call(operator.getitem, sample, 0)
         index = emit.call(operator.getitem, sample, 1)
-        # Gᵀ[:, index] as (G[index])ᵀ: aten.index is a core op inductor lowers (index_select is
-        # decomposed before inductor sees a graph, so emitting it would be an op it cannot take)
-        picked = emit.transpose(emit.call(aten.index.Tensor, emit.arg(self.grad_t.args[0]), [index]))
-        return emit.like(emit.call(aten.mm.default, picked, rows), node)
+        # G[index] (aten.index is a core op inductor lowers; index_select is decomposed before
+        # inductor sees a graph, so emitting it would be an op it cannot take)
+        picked = emit.call(aten.index.Tensor, emit.arg(self.grad), [index])
+        if self.x_t is None:   # ∇W = G[index]ᵀ · rows
+            out = emit.call(aten.mm.default, emit.transpose(picked), rows)
+        else:                  # ∇W = rowsᵀ · G[index]
+            out = emit.call(aten.mm.default, emit.transpose(rows), picked)
+        return emit.like(out, node)
 
 
 def match(captured, profile) -> list[SampledLinear]:
@@ -153,31 +165,54 @@ def match(captured, profile) -> list[SampledLinear]:
     for b in captured.fx_nodes:
         if b.target is not torch.ops.aten.mm.default or not g.is_backward[ids[b.name]]:
             continue
-        grad_t, x2d = b.args
-        if not (_is_transpose(grad_t) and isinstance(x2d, torch.fx.Node)) or g.is_backward[ids[x2d.name]]:
+        parts = _weight_grad_parts(captured, b)
+        if parts is None:
             continue
-        if captured.kinds[ids[x2d.name]] != "view" or x2d.target is operator.getitem:
-            continue
-        val = x2d.meta.get("val")
-        if not isinstance(val, torch.Tensor) or val.dim() != 2 or not val.dtype.is_floating_point:
-            continue
-        users = list(x2d.users)
-        forward = [u for u in users if u is not b]
-        if len(users) != 2 or len(forward) != 1:
-            continue
-        f = forward[0]
-        if f.target is torch.ops.aten.addmm.default and len(f.args) == 3 and f.args[1] is x2d:
-            weight_t = f.args[2]
-        elif f.target is torch.ops.aten.mm.default and f.args[0] is x2d:
-            weight_t = f.args[1]
-        else:
-            continue
-        if f.kwargs or not _is_transpose(weight_t) or weight_t.args[0].op != "placeholder":
-            continue
-        inst = SampledLinear(entry, captured, profile, x2d=x2d, forward=f, weight_grad=b, grad_t=grad_t,
-                             ratios=ratios)
-        w = weight_t.args[0].meta.get("val")
-        if w is None or tuple(b.meta["val"].shape) != tuple(w.shape) or g.is_input[inst._base_id()]:
-            continue   # not W's own gradient; or X is a graph input, alive through the step anyway
-        found.append(inst)
+        inst = SampledLinear(entry, captured, profile, weight_grad=b, ratios=ratios, **parts)
+        if not g.is_input[inst._base_id()]:   # X a graph input: alive through the step anyway
+            found.append(inst)
     return found
+
+
+def _weight_grad_parts(captured, b):
+    """``{x2d, forward, grad, x_t}`` when ``b`` is a linear's weight gradient (module docstring), else None."""
+    ids, g = captured.node_ids, captured.graph
+    first, second = b.args
+    if not (_is_transpose(first) and isinstance(second, torch.fx.Node)):
+        return None
+    inner = first.args[0]
+    if g.is_backward[ids[inner.name]]:     # ∇W = mm(Gᵀ, X): W stored (out, in), Y = X · Wᵀ
+        x2d, grad, x_t, weight_transposed = second, inner, None, True
+    else:                                  # ∇W = mm(Xᵀ, G): W stored (in, out), Y = X · W
+        x2d, grad, x_t, weight_transposed = inner, second, first, False
+    if g.is_backward[ids[x2d.name]] or not g.is_backward[ids[grad.name]]:
+        return None
+    if captured.kinds[ids[x2d.name]] != "view" or x2d.target is operator.getitem:
+        return None
+    val, gval = x2d.meta.get("val"), grad.meta.get("val")
+    if not (isinstance(val, torch.Tensor) and isinstance(gval, torch.Tensor) and val.dim() == gval.dim() == 2
+            and val.dtype.is_floating_point and val.shape[0] == gval.shape[0]):
+        return None
+    # X is read by the forward matmul and by ∇W (through Xᵀ, which only ∇W reads) and by nothing else
+    readers = [u for u in x2d.users if u is not (x_t if x_t is not None else b)]
+    if len(x2d.users) != 2 or len(readers) != 1 or (x_t is not None and list(x_t.users) != [b]):
+        return None
+    f = readers[0]
+    if f.kwargs:
+        return None
+    if f.target is torch.ops.aten.addmm.default and len(f.args) == 3 and f.args[1] is x2d:
+        weight = f.args[2]
+    elif f.target is torch.ops.aten.mm.default and f.args[0] is x2d:
+        weight = f.args[1]
+    else:
+        return None
+    if weight_transposed:
+        if not _is_transpose(weight):
+            return None
+        weight = weight.args[0]
+    if not (isinstance(weight, torch.fx.Node) and weight.op == "placeholder"):
+        return None
+    w = weight.meta.get("val")
+    if w is None or tuple(b.meta["val"].shape) != tuple(w.shape):
+        return None   # not W's own gradient
+    return {"x2d": x2d, "forward": f, "grad": grad, "x_t": x_t}

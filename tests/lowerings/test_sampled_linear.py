@@ -162,3 +162,53 @@ def test_under_inductor_only_the_sampled_weights_change():
             assert not torch.allclose(got[name], ref[name], rtol=1e-3, atol=1e-6)
         else:
             torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert-base-uncased", "t5-small", "llama"])
+def test_no_linear_group_is_chosen_on_a_bench_model_without_allow_approx(name):
+    """Offered every WTA-CRS option (as --allow-approx would), the solver still never takes one
+    unless allowed; and the bench suite, which never allows it, is not even offered them."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench_models.registry import build
+
+    model, inputs = build(name, "ci")
+    cap = capture(model, inputs, approx_ratios=(0.3, 0.1))
+    linear = [k for k, g in enumerate(cap.graph.variant_groups) if g.kind == "linear"]
+    assert linear
+    for budget in ("50%", "25%"):
+        plan = solve(cap.graph, budget, "fastsa", seed=0, stage1_iterations=50_000, stage2_iterations=50_000)
+        assert not any(plan.variant[k] for k in linear), (name, budget)
+    assert not any(g.kind == "linear" for g in capture(model, inputs).graph.variant_groups)
+
+
+class _Conv1D(torch.nn.Module):
+    """HF GPT-2's Conv1D: the weight stored (in, out), y = addmm(b, x, W), ∇W = mm(xᵀ, G)."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(d_in, d_out) / d_in ** 0.5)
+        self.bias = torch.nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], -1)
+
+
+def test_weights_stored_in_out_are_sampled_too():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_Conv1D(16, 64), torch.nn.GELU(), _Conv1D(64, 64), torch.nn.GELU(), _Conv1D(64, 8))
+    cap = capture(model, (X,), approx_ratios=(0.3,))
+    assert [g.kind for g in cap.graph.variant_groups] == ["linear", "linear"]
+    assert all(inst.x_t is not None for inst in cap.lowerings)
+    _, _, ref_loss, ref = compiled_step(model, (X,), {"solver": "store-all"})
+    _, record, loss, got = compiled_step(model, (X,), {"solver": "store-all", "allow_approx": True,
+                                                      "approx_ratios": (0.3,), "variants": ((1, 1),)})
+    assert torch.equal(loss, ref_loss)
+    ref, got = _grads_by_name(model, ref), _grads_by_name(model, got)
+    for name in ref:
+        if name in ("2.weight", "4.weight"):
+            assert not torch.allclose(got[name], ref[name], rtol=1e-3, atol=1e-6)
+            assert torch.nn.functional.cosine_similarity(got[name].flatten(), ref[name].flatten(), dim=0) > 0.5
+        else:
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6)
