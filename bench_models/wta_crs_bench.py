@@ -170,7 +170,7 @@ def _fidelity_runs(table, cfg, vocab, seq, batch, steps, seed):
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(out.loss))
+            losses.append(float(out.loss.detach()))
         ms = 1000 * (time.perf_counter() - start) / (steps - 5) if start is not None else float("nan")
         if ratio is not None:
             lowered = rb.LAST_SESSION.graphs[0].lowerings
