@@ -64,3 +64,7 @@ class PlanOnly(RecompilerError):
     def __init__(self, what: str = "run"):
         super().__init__(f"this model is on the meta device (or made of fake tensors): it can only be planned "
                          f"(recompile plan / capture + solve), not {what}")
+
+
+class OptimizerError(RecompilerError):
+    """An optimizer option recompiler's optimizers cannot use (``order`` < 1, ``lr`` < 0, ...)."""
