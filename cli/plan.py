@@ -63,9 +63,12 @@ def _approx_ratios(allow_approx: bool, text: str | None, no_lowerings: bool) -> 
 @click.option("--approx-ratio", "approx_ratio", default=None,
               help="With --allow-approx: the shares of a linear's input rows WTA-CRS may keep, comma-separated "
                    "(default 0.3,0.1).")
+@click.option("--optimizer", default=None,
+              help="Count this optimizer's state in the step's memory (and the budget): sgd, sgd-momentum, adam, "
+                   "adamw, adagrad, adafactor, extreme-tensor[:P]. Default: none counted.")
 @verbose_option
 def plan_command(model_file, budget, solver, device_profile, timed, json_out, seed, time_limit, rng, no_lowerings,
-                 compiler, allow_approx, approx_ratio):
+                 compiler, allow_approx, approx_ratio, optimizer):
     """Capture MODEL_FILE's training step, plan recomputation under --budget, print the plan.
 
     MODEL_FILE defines build() -> (model, example_inputs), or module-level `model` and
@@ -86,6 +89,9 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
 
         check_compiler(compiler)                # and an unknown --compiler
         approx_ratios = _approx_ratios(allow_approx, approx_ratio, no_lowerings)   # and bad ratios
+        from recompiler.optim.state import add_optimizer_state, memory_breakdown, parse_optimizer
+
+        optimizer_spec = parse_optimizer(optimizer) if optimizer is not None else None   # and an unknown optimizer
 
         from recompiler.frontend.capture import capture
         from recompiler.frontend.modelfile import load_model_file
@@ -100,6 +106,9 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
                           profile=timed, name=spec.name, rng=rng, lowerings=not no_lowerings,
                           compiler=compiler, approx_ratios=approx_ratios)
         capture_seconds = time.perf_counter() - start
+        # the optimizer's state lives through the step: fixed memory, inside the budget (a
+        # percentage is then of the whole step, state included)
+        optimizer_bytes = add_optimizer_state(cap, optimizer_spec) if optimizer_spec is not None else 0
         graph = cap.graph
         budget_bytes = parse_budget(budget, baseline_peak=baseline(graph).peak_bytes)
         from recompiler.frontend.capture import reachable_floor
@@ -122,6 +131,8 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         plan.stats["random_ops"] = len(cap.random_ops)
         plan.stats["random_recomputed"] = cap.random_recomputed(plan.schedule)
         plan.stats["lowerings_offered"] = not no_lowerings
+        plan.stats["optimizer"] = str(optimizer_spec) if optimizer_spec is not None else None
+        plan.stats["memory_breakdown"] = memory_breakdown(cap, plan, optimizer_bytes)
         from recompiler import lowerings
 
         plan.lowerings = lowerings.chosen(graph, cap.lowerings, plan.variant)
@@ -170,6 +181,13 @@ def _summary(cap, plan, capture_seconds: float):
     # above it (a 78.1% plan beside a 66.7% bound), so it is never called "reachable"
     t.add_row("peak lower bound", f"{format_bytes(floor)} ({100 * floor / plan.baseline_peak_bytes:.1f}%; no "
                                   "schedule goes below it)")
+    breakdown = plan.stats.get("memory_breakdown")
+    if breakdown and plan.peak_bytes:
+        # what the planned peak is made of (recomputation only moves the activations part)
+        for kind, b in breakdown.items():
+            what = f"  {kind.replace('_', ' ')}" + (f" ({plan.stats['optimizer']})" if kind == "optimizer_state"
+                                                   and plan.stats.get("optimizer") else "")
+            t.add_row(what, f"{format_bytes(b)} ({100 * b / plan.peak_bytes:.1f}%)")
     t.add_row("estimated overhead", f"{100 * plan.overhead:.2f}% ({plan.baseline_cost * 1e3:.2f} → {plan.cost * 1e3:.2f} ms)")
     t.add_row("recomputed nodes", str(len(plan.recomputed)))
     if cap.rng == "replay":
