@@ -18,18 +18,20 @@ from .backend import make_backend, unwrap_backend_errors
 
 def compile(model: torch.nn.Module, budget: str | int = "50%", *, solver: str | None = None,
             device_profile: str = "cpu", seed: int = 0, time_limit: float | None = None,
-            allow_approx: bool = False, rng: str = DEFAULT_RNG, compiler: str = "inductor", **torch_compile_kwargs):
+            allow_approx: bool = False, rng: str = DEFAULT_RNG, compiler: str = "inductor",
+            optimizer: str | None = None, **torch_compile_kwargs):
     """``torch.compile`` with the recompiler backend; the plans land in ``result.recompiler_session``.
 
     ``rng="replay"`` lets plans recompute random ops (each draws a seed and replays it bit for bit);
     ``rng="pin"`` computes them once on eager's RNG stream (see :mod:`recompiler.frontend.rng`).
     ``compiler="inductor"`` compiles the planned graphs with inductor; ``"eager"`` runs them node by node.
+    ``optimizer="adamw"`` counts that optimizer's state inside the budget (:mod:`recompiler.optim.state`).
     """
     if without_memory(model, (), {}):
         raise PlanOnly("compiled and run")
     backend = make_backend({"budget": budget, "solver": solver, "device_profile": device_profile, "seed": seed,
                             "time_limit": time_limit, "allow_approx": allow_approx, "rng": rng,
-                            "compiler": compiler})
+                            "compiler": compiler, "optimizer": optimizer})
     compiled = torch.compile(model, backend=backend, **torch_compile_kwargs)
     compiled.recompiler_session = backend.session
     return compiled

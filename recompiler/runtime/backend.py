@@ -9,6 +9,7 @@ this backend through the ``torch_dynamo_backends`` entry point. Options:
 ``seed``, ``time_limit``, ``allow_approx``   passed to the solver; ``allow_approx=True`` also offers the
                    approximate WTA-CRS lowering of linear layers (``recompiler.lowerings.sampled_linear``)
 ``approx_ratios``  the row ratios WTA-CRS is offered at (default ``(0.3, 0.1)``; needs ``allow_approx``)
+``optimizer``      an optimizer whose state the budget covers (``"adamw"``; ``recompiler.optim.state``)
 ``solver_options`` a dict of the solver's own options (``{"stage1_iterations": 200_000}``: a fixed
                    amount of search instead of a time limit, so a plan does not depend on the load)
 ``rng``            ``"replay"`` (default): random ops draw a seed each and may be recomputed, bit for
@@ -100,6 +101,9 @@ class BackendOptions:
     approx_ratios: tuple | None = None
     """The ratios the approximate lowerings (WTA-CRS) are offered at with ``allow_approx``;
     None: :data:`~recompiler.lowerings.sampled_linear.DEFAULT_RATIOS`."""
+    optimizer: str | None = None
+    """An optimizer whose state the budget covers (``"adamw"``, ``"extreme-tensor:2"``...; see
+    :mod:`recompiler.optim.state`): counted as fixed memory of each graph, for its own parameters."""
     via_apply_plan: bool = False
     """Internal: the plan is applied by :func:`~recompiler.runtime.apply.apply_plan` (its errors
     do not advise calling it)."""
@@ -120,6 +124,10 @@ class BackendOptions:
             raise SolverOptionError(f"the recompiler backend takes no option {', '.join(unknown)}; "
                                     f"its options: {', '.join(cls.__dataclass_fields__)}")
         check_rng_mode(options.get("rng", cls.rng))
+        if options.get("optimizer") is not None:
+            from ..optim.state import parse_optimizer
+
+            options["optimizer"] = str(parse_optimizer(options["optimizer"]))
         if options.get("approx_ratios") is not None:
             from ..frontend.capture import check_approx_ratios
 
@@ -164,6 +172,8 @@ class Session:
     graphs: list[CompiledGraphRecord] = field(default_factory=list)
     compiler: str = "eager"
     """What the planned graphs are compiled with (a saved plan's own compiler, else the option)."""
+    inputs: list = field(default_factory=list)
+    """The real inputs dynamo passed for the graph being compiled (its parameters among them)."""
 
 
 # The records of the most recent backend instance, for `recompile check` and tests.
@@ -289,6 +299,12 @@ def _partition_fn(session: Session):
         captured = lower(joint, num_fwd_outputs, profile=session.options.device_profile,
                          name=f"graph{len(session.graphs)}", rng=rng, lowerings=lowerings,
                          compiler=session.compiler, approx_ratios=approx)
+        captured.flat_inputs = list(session.inputs)
+        optimizer_bytes = 0
+        if session.options.optimizer is not None and saved_plan is None:
+            from ..optim.state import add_optimizer_state
+
+            optimizer_bytes = add_optimizer_state(captured, session.options.optimizer)
         if saved_plan is not None:
             plan = _check_fits(saved_plan, session.options.plan, captured, session.options.via_apply_plan)
             if captured.compiler == "inductor":
@@ -301,6 +317,11 @@ def _partition_fn(session: Session):
         plan.stats.setdefault("rng", rng)
         plan.stats.setdefault("variant_groups", [g.name for g in captured.graph.variant_groups])
         plan.stats.setdefault("compiler", session.compiler)
+        if optimizer_bytes:
+            from ..optim.state import memory_breakdown
+
+            plan.stats["optimizer"] = session.options.optimizer
+            plan.stats["memory_breakdown"] = memory_breakdown(captured, plan, optimizer_bytes)
         chosen = registry.chosen(captured.graph, captured.lowerings, plan.variant)
         plan.lowerings = chosen
         part = partition_with_schedule(joint, num_fwd_outputs=num_fwd_outputs, schedule=plan.schedule,
@@ -329,6 +350,7 @@ def make_backend(options: dict | BackendOptions | None = None):
     if session.compiler == "inductor":
         def backend(gm, example_inputs, **_):
             _refuse_meta(example_inputs)
+            session.inputs = list(example_inputs)
             with inductor_partitioner(partition):
                 return compile_inductor(gm, example_inputs)
     else:
@@ -337,6 +359,7 @@ def make_backend(options: dict | BackendOptions | None = None):
 
         def backend(gm, example_inputs, **_):
             _refuse_meta(example_inputs)
+            session.inputs = list(example_inputs)
             return inner(gm, example_inputs)
 
     backend.session = session

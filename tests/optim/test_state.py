@@ -89,3 +89,26 @@ def test_an_unknown_optimizer_is_one_line_exit_2(tmp_path):
     f.write_text(textwrap.dedent(MODEL))
     r = CliRunner().invoke(cli, ["plan", str(f), "--budget", "80%", "--optimizer", "lion"])
     assert r.exit_code == 2 and "unknown optimizer" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("compiler", ["eager", "inductor"])
+def test_the_backend_counts_the_optimizer_state_of_each_graphs_parameters(compiler):
+    import recompiler
+    import recompiler.runtime.backend as rb
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 8))
+    x = torch.randn(32, 16)
+    peaks = {}
+    for optimizer in (None, "adamw"):
+        torch._dynamo.reset()
+        compiled = recompiler.compile(model, "100%", compiler=compiler, optimizer=optimizer)
+        compiled(x).sum().backward()
+        (record,) = rb.LAST_SESSION.graphs
+        peaks[optimizer] = record.plan.baseline_peak_bytes
+    moments = state_bytes("adamw", [(tuple(p.shape), 4) for p in model.parameters()])
+    assert peaks["adamw"] == peaks[None] + moments
+    parts = record.plan.stats["memory_breakdown"]
+    assert parts["optimizer_state"] == moments and sum(parts.values()) == record.plan.peak_bytes
+    with pytest.raises(SolverOptionError, match="unknown optimizer"):
+        recompiler.compile(model, "50%", optimizer="lion")
