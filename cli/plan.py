@@ -133,6 +133,10 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
         plan.stats["lowerings_offered"] = not no_lowerings
         plan.stats["optimizer"] = str(optimizer_spec) if optimizer_spec is not None else None
         plan.stats["memory_breakdown"] = memory_breakdown(cap, plan, optimizer_bytes)
+        if not plan.feasible and optimizer_spec is not None:
+            with status("planning with the optimizers of less state"):
+                plan.stats["optimizers_that_fit"] = _optimizers_that_fit(
+                    cap, optimizer_spec, optimizer_bytes, budget_bytes, solver, seed, time_limit, allow_approx)
         from recompiler import lowerings
 
         plan.lowerings = lowerings.chosen(graph, cap.lowerings, plan.variant)
@@ -152,8 +156,39 @@ def plan_command(model_file, budget, solver, device_profile, timed, json_out, se
     if extreme:
         warn(extreme)
     if not plan.feasible:
+        from recompiler.budget import format_bytes
+
         say(f"[bold red]infeasible:[/] {missed_budget_message(plan, reachable_floor(graph, plan.variant))}")
+        for alt in plan.stats.get("optimizers_that_fit") or ():
+            say(f"  with {alt['optimizer']} ({format_bytes(alt['state_bytes'])} of state): "
+                + (f"[green]fits[/] at +{100 * alt['overhead']:.2f}%" if alt["feasible"]
+                   else f"still over (best peak {format_bytes(alt['peak_bytes'])})"))
         raise SystemExit(EXIT_INFEASIBLE)
+
+
+def _optimizers_that_fit(cap, spec, optimizer_bytes: int, budget_bytes: int, solver, seed, time_limit,
+                         allow_approx) -> list[dict]:
+    """The same budget, planned with each optimizer that keeps less state than ``spec``: which fit,
+    and at what overhead (one budget covers recomputation, lowerings and optimizer state)."""
+    import copy
+    import dataclasses
+
+    from recompiler.frontend.solve import solve_captured
+    from recompiler.optim.state import OPTIMIZERS, parse_optimizer, state_bytes, trainable_parameters
+
+    params = trainable_parameters(cap)
+    out = []
+    for name in OPTIMIZERS:
+        alt = parse_optimizer(name)
+        extra = state_bytes(alt, params)
+        if alt.name == spec.name or extra >= optimizer_bytes:
+            continue   # more state cannot make a missed budget fit
+        other = copy.copy(cap)
+        other.graph = dataclasses.replace(cap.graph, fixed_memory=cap.graph.fixed_memory - optimizer_bytes + extra)
+        p = solve_captured(other, budget_bytes, solver, seed=seed, time_limit=time_limit, allow_approx=allow_approx)
+        out.append({"optimizer": str(alt), "state_bytes": int(extra), "feasible": bool(p.feasible),
+                    "overhead": float(p.overhead), "peak_bytes": int(p.peak_bytes)})
+    return out
 
 
 def _summary(cap, plan, capture_seconds: float):

@@ -112,3 +112,29 @@ def test_the_backend_counts_the_optimizer_state_of_each_graphs_parameters(compil
     assert parts["optimizer_state"] == moments and sum(parts.values()) == record.plan.peak_bytes
     with pytest.raises(SolverOptionError, match="unknown optimizer"):
         recompiler.compile(model, "50%", optimizer="lion")
+
+
+BIG = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 512), torch.nn.GELU(),
+                            torch.nn.Linear(512, 8))
+    return m, (torch.randn(4, 16, 256),)
+"""
+
+
+def test_a_budget_adam_misses_names_the_optimizers_that_fit(tmp_path):
+    """Parameters dominate this step: Adam's moments cannot fit 3.3 MiB, a factored or extreme-tensored
+    state can (one budget over recomputation and optimizer state)."""
+    f = tmp_path / "model.py"
+    f.write_text(textwrap.dedent(BIG))
+    r = CliRunner().invoke(cli, ["plan", str(f), "--budget", "3.3MiB", "--optimizer", "adam", "--compiler", "eager",
+                                 "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 3, r.output
+    alts = {a["optimizer"]: a for a in json.loads((tmp_path / "p.json").read_text())["stats"]["optimizers_that_fit"]}
+    assert "adam" not in alts and "adamw" not in alts   # not less state
+    assert alts["adafactor"]["feasible"] and alts["extreme-tensor"]["feasible"] and alts["sgd"]["feasible"]
+    assert not alts["sgd-momentum"]["feasible"]
+    assert "with adafactor" in r.output and "fits" in r.output
