@@ -78,6 +78,17 @@ def test_order2_matches_a_direct_transcription_of_algorithm_1():
         torch.testing.assert_close(x.detach(), y, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("shape,order", [((8, 8), 2), ((4, 4, 4), 3), ((9, 9), 4)])
+def test_adam_first_step_is_lr_for_every_order(shape, order):
+    # Adam's first step moves each entry by lr·sign(g); the per-mode means keep that for every p
+    x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    opt = ExtremeTensorAdam([x], lr=0.01, order=order, max_dim=1 << 20)
+    assert math.prod(mode_dims(shape, order)) == x.numel()  # no padding: exact
+    (x * -3.0).sum().backward()
+    opt.step()
+    torch.testing.assert_close(x.detach(), torch.full(shape, 0.01, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
 # ----------------------------------------------------------------------------- state layout
 
 
@@ -207,7 +218,7 @@ def test_convex_quadratic_loss_down_100x(kind, order):
     scales = torch.logspace(-1, 1, n, dtype=torch.float64)  # ill-conditioned diagonal quadratic
     target = torch.randn(n, generator=g, dtype=torch.float64)
     x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
-    lr = {"adagrad": {1: 1.0, 2: 1.0, 3: 1.0}, "adam": {1: 0.1, 2: 0.1, 3: 0.1}}[kind][order]
+    lr = 1.0 if kind == "adagrad" else 0.1
     opt = _make(kind, [x], order=order, lr=lr)
 
     def f():
@@ -221,23 +232,32 @@ def test_convex_quadratic_loss_down_100x(kind, order):
     assert f().item() < start / 100
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny tensors: extra intra-op threads only contend with each other on a busy machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("kind,order", CASES)
 def test_small_mlp_loss_drops(kind, order):
     torch.manual_seed(0)
-    X = torch.randn(256, 10)
+    X = torch.randn(128, 10)
     y = (X[:, :3].sum(1, keepdim=True) > 0).float()
     model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     opt = _make(kind, model.parameters(), order=order, lr=0.05 if kind == "adagrad" else 0.01)
     lossf = torch.nn.BCEWithLogitsLoss()
     with torch.no_grad():
         start = lossf(model(X), y).item()
-    for _ in range(150):
+    for _ in range(100):
         opt.zero_grad()
         lossf(model(X), y).backward()
         opt.step()
     with torch.no_grad():
         end = lossf(model(X), y).item()
-    assert end < 0.5 * start
+    assert end < 0.35 * start
 
 
 @pytest.mark.parametrize("kind", ["adagrad", "adam"])
