@@ -59,6 +59,15 @@ def show_command(plan_file, top):
                   *(["", ""] if compute is not None else []))
     out.print(t)
     # stats is free-form (load_plan checks only what indexing needs): read it defensively
+    breakdown = plan.stats.get("memory_breakdown")
+    if isinstance(breakdown, dict) and plan.peak_bytes and all(
+            isinstance(b, int) and not isinstance(b, bool) for b in breakdown.values()):
+        from recompiler.budget import format_bytes
+
+        optimizer = plan.stats.get("optimizer")
+        out.print("at the peak: " + ", ".join(
+            f"{str(kind).replace('_', ' ')}{f' ({optimizer})' if kind == 'optimizer_state' and optimizer else ''} "
+            f"{format_bytes(b)} ({100 * b / plan.peak_bytes:.1f}%)" for kind, b in breakdown.items()))
     if "random_ops" in plan.stats:  # plans of captured models (`recompile plan`)
         rng = plan.stats.get("rng", "pin")
         out.print(f"random ops: {plan.stats.get('random_recomputed', '?')} of {plan.stats['random_ops']} recomputed "

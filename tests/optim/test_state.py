@@ -138,3 +138,13 @@ def test_a_budget_adam_misses_names_the_optimizers_that_fit(tmp_path):
     assert alts["adafactor"]["feasible"] and alts["extreme-tensor"]["feasible"] and alts["sgd"]["feasible"]
     assert not alts["sgd-momentum"]["feasible"]
     assert "with adafactor" in r.output and "fits" in r.output
+
+
+def test_show_prints_the_memory_breakdown(tmp_path):
+    f = tmp_path / "model.py"
+    f.write_text(textwrap.dedent(MODEL))
+    run = CliRunner()
+    assert run.invoke(cli, ["plan", str(f), "--budget", "80%", "--compiler", "eager", "--optimizer", "adafactor",
+                            "--json", str(tmp_path / "p.json")]).exit_code == 0
+    r = run.invoke(cli, ["show", str(tmp_path / "p.json")])
+    assert r.exit_code == 0 and "at the peak: parameters" in r.output and "optimizer state (adafactor)" in r.output
