@@ -32,9 +32,12 @@ EXIT_MISMATCH = 1  # gradients differ beyond the tolerance
 @click.option("--compiler", default="inductor", show_default=True,
               help="Compile the planned graphs with inductor or run them eagerly (eager: bit-identical to "
                    "eager PyTorch). A --plan uses its own.")
+@click.option("--optimizer", default=None,
+              help="Plan with this optimizer's state in the budget and measure whole steps, optimizer.step() "
+                   "included: sgd, sgd-momentum, adam, adamw, adagrad, adafactor, extreme-tensor[:P].")
 @verbose_option
 def check_command(model_file, budget, plan_file, solver, device_profile, seed, time_limit, repeats, tolerance, rng,
-                  no_lowerings, compiler):
+                  no_lowerings, compiler, optimizer):
     """Run MODEL_FILE's training step eagerly and under a plan; compare memory, time and gradients."""
     with user_errors():
         from recompiler.budget import parse_budget
@@ -52,6 +55,10 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
         from recompiler.frontend.capture import check_compiler
 
         check_compiler(compiler)
+        if optimizer is not None:
+            from recompiler.optim.state import parse_optimizer
+
+            optimizer = str(parse_optimizer(optimizer))   # an unknown name fails before the step runs
 
         import torch
 
@@ -65,7 +72,7 @@ def check_command(model_file, budget, plan_file, solver, device_profile, seed, t
             r = check_step(spec.model, spec.example_inputs, loss_fn=spec.loss_fn, budget=budget or "100%",
                            solver=solver, device_profile=device_profile, seed=seed, time_limit=time_limit,
                            plan=plan_file, repeats=repeats, device=device, rng=rng, lowerings=not no_lowerings,
-                           compiler=compiler)
+                           compiler=compiler, optimizer=optimizer)
     console().print(report_table(r, spec.name))
     if r.max_grad_error > tolerance:
         say(f"[bold red]gradients differ:[/] max relative error {r.max_grad_error:.2e} > {tolerance:g}")
@@ -125,6 +132,8 @@ def report_table(r, name: str):
         options = sorted({e["option"] for e in r.lowerings})
         t.add_row("lowerings chosen", "", str(len(r.lowerings)), ", ".join(options))
     t.add_row("BatchNorm statistics equal", "", "yes" if r.buffers_equal else "[red]no[/]", "")
+    if r.optimizer:
+        t.add_row("optimizer (state in the budget)", "", r.optimizer, "step() in every measured step")
     t.add_row("graphs / recomputations", "", f"{r.graphs} / {r.recomputations}",
               f"+{r.recompiles} recompiled (replaced)" if r.recompiles else "")
     return t

@@ -139,3 +139,20 @@ def memory_breakdown(captured, plan, optimizer_bytes: int = 0) -> dict[str, int]
     activations = int(res.peak_bytes) - params - grads - optimizer_bytes - inputs - fixed_other
     return {"parameters": int(params), "gradients": int(grads), "optimizer_state": int(optimizer_bytes),
             "inputs": int(inputs + fixed_other), "activations": int(activations)}
+
+
+def make_optimizer(spec: OptimizerSpec | str, params):
+    """An optimizer instance of ``spec`` over ``params`` (default hyper-parameters; what
+    ``recompile check --optimizer`` steps with: the state layout, not the learning rate, is what it measures)."""
+    import torch
+
+    spec = parse_optimizer(spec)
+    if spec.name == "extreme-tensor":
+        from .extreme_tensoring import ExtremeTensorAdagrad
+
+        return ExtremeTensorAdagrad(params, order=spec.order)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=1e-3),
+            "sgd-momentum": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9),
+            "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+            "adafactor": torch.optim.Adafactor}[spec.name]
+    return make(params)

@@ -48,6 +48,7 @@ class CheckReport:
     compiler: str = "eager"        # what compiled the planned graphs (inductor or eager)
     baseline_predicted_bytes: int = 0  # the planner's baseline (the step without recompiler), minus inputs
     recompiles: int = 0            # graphs dynamo compiled again for the same code (replaced, not added)
+    optimizer: str | None = None   # the optimizer stepped in each measured step (its state in the budget)
 
     @property
     def of_baseline(self) -> float:
@@ -69,7 +70,8 @@ def _snapshot(model: torch.nn.Module):
     return copy.deepcopy(model.state_dict())
 
 
-def _one_step(fn, model, state, seed, device, method="dispatch"):
+def _one_step(fn, model, state, seed, device, method="dispatch", optimizer=None):
+    opt = _ready_optimizer(optimizer, model, state)
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
@@ -78,6 +80,8 @@ def _one_step(fn, model, state, seed, device, method="dispatch"):
     def step():
         loss = fn()
         loss.backward()
+        if opt is not None:   # a whole training step: the update runs beside the gradients
+            opt.step()
         out["loss"] = loss.detach()
 
     start = time.perf_counter()
@@ -86,6 +90,24 @@ def _one_step(fn, model, state, seed, device, method="dispatch"):
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
     buffers = [b.detach().clone() for b in model.buffers()]
     return report.peak_bytes, seconds, grads, buffers, out["loss"]
+
+
+def _ready_optimizer(spec, model, state):
+    """``spec``'s optimizer over ``model``'s parameters with its state already allocated, as in
+    the steady state of training (state is created at the first step: one step of zero gradients
+    makes it, and the parameters are restored after)."""
+    if spec is None:
+        return None
+    from ..optim.state import make_optimizer
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(spec, params)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    model.load_state_dict(state)
+    model.zero_grad(set_to_none=True)
+    return opt
 
 
 def _time_only(fn, model, state, seed, repeats):
@@ -116,7 +138,7 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
                solver: str | None = None, device_profile: str = "cpu", seed: int = 0,
                time_limit: float | None = None, plan: str | None = None, repeats: int = 3,
                device: str = "cpu", rng: str = DEFAULT_RNG, lowerings: bool = True,
-               compiler: str = "inductor") -> CheckReport:
+               compiler: str = "inductor", optimizer: str | None = None) -> CheckReport:
     """Run the step eagerly and under a plan (solved here, or ``plan`` from a file) and compare.
 
     The model's state (parameters, BatchNorm statistics) is restored before every step, and
@@ -125,6 +147,10 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     (``rng="replay"`` on a model with dropout): their masks come from per-op seeds, not
     eager's stream, so the reference is then the same replayed graph run with no
     recomputation (the ``store-all`` schedule) — a plan must not change a single number of it.
+
+    ``optimizer="adamw"`` (:mod:`recompiler.optim.state`) plans with that optimizer's state in the
+    budget and measures whole training steps: forward, backward and ``optimizer.step()``, with the
+    state allocated before the step (as in training), so the prediction leaves it out with the inputs.
 
     ``compiler="inductor"`` (the default, as in the backend) compiles the planned graphs with
     inductor; memory is then measured with the profiler (:class:`~.memory.ProfilerTracker`) for
@@ -143,7 +169,7 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     eager = lambda: wrapper(args, kwargs)  # noqa: E731
     options = {"plan": plan} if plan else {"budget": budget, "solver": solver, "device_profile": device_profile,
                                           "seed": seed, "time_limit": time_limit, "rng": rng,
-                                          "lowerings": lowerings, "compiler": compiler}
+                                          "lowerings": lowerings, "compiler": compiler, "optimizer": optimizer}
     backend = _tag_compile_ids(make_backend(options))
     compiled = torch.compile(wrapper, backend=backend, dynamic=False)
 
@@ -174,10 +200,10 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         reference_name = ("inductor's default partition, same seeds" if backend.session.compiler == "inductor"
                           else "store-all, replayed RNG")
     method = "profiler" if backend.session.compiler == "inductor" else "dispatch"
-    e_peak, _, e_grads, e_bufs, e_loss = _one_step(eager, model, state, seed, device, method)
+    e_peak, _, e_grads, e_bufs, e_loss = _one_step(eager, model, state, seed, device, method, optimizer)
     if reference is not eager:
-        _, _, e_grads, e_bufs, e_loss = _one_step(reference, model, state, seed, device, method)
-    p_peak, _, p_grads, p_bufs, p_loss = _one_step(planned, model, state, seed, device, method)
+        _, _, e_grads, e_bufs, e_loss = _one_step(reference, model, state, seed, device, method, optimizer)
+    p_peak, _, p_grads, p_bufs, p_loss = _one_step(planned, model, state, seed, device, method, optimizer)
     e_time = _time_only(eager, model, state, seed, repeats)
     p_time = _time_only(planned, model, state, seed, repeats)
     model.load_state_dict(state)
@@ -188,7 +214,9 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
     records, recompiles = _current_graphs(backend)
     sim_peak = sum(r.plan.peak_bytes for r in records)
     base_peak = sum(r.plan.baseline_peak_bytes for r in records)
-    alive_before = sum(r.plan.stats.get("input_bytes", 0) for r in records)
+    # alive before the measured step: the inputs (parameters among them) and the optimizer's state
+    alive_before = sum(r.plan.stats.get("input_bytes", 0)
+                       + (r.plan.stats.get("memory_breakdown") or {}).get("optimizer_state", 0) for r in records)
     return CheckReport(
         eager_peak_bytes=e_peak, plan_peak_bytes=p_peak, predicted_peak_bytes=sim_peak - alive_before,
         plan_simulated_peak_bytes=sim_peak, baseline_simulated_peak_bytes=base_peak,
@@ -199,7 +227,8 @@ def check_step(model: torch.nn.Module, example_inputs, *, loss_fn=None, budget: 
         device=device, reference=reference_name, random_ops=sum(r.random_ops for r in records),
         random_recomputed=sum(r.random_recomputed for r in records),
         lowerings=tuple(entry for r in records for entry in r.lowerings), compiler=backend.session.compiler,
-        baseline_predicted_bytes=base_peak - alive_before, recompiles=recompiles)
+        baseline_predicted_bytes=base_peak - alive_before, recompiles=recompiles,
+        optimizer=backend.session.options.optimizer)
 
 
 def _tag_compile_ids(backend):

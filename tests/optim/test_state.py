@@ -148,3 +148,31 @@ def test_show_prints_the_memory_breakdown(tmp_path):
                             "--json", str(tmp_path / "p.json")]).exit_code == 0
     r = run.invoke(cli, ["show", str(tmp_path / "p.json")])
     assert r.exit_code == 0 and "at the peak: parameters" in r.output and "optimizer state (adafactor)" in r.output
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adafactor", "extreme-tensor:2"])
+def test_a_measured_full_step_with_the_optimizer_is_within_5_percent_of_simulated(optimizer):
+    """check_step with an optimizer: forward, backward and optimizer.step() measured (CPU tracker),
+    the state allocated before the step as in training, against simulate's peak."""
+    from recompiler.runtime.check import check_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 256), torch.nn.GELU(),
+                                torch.nn.Linear(256, 1))
+    x = torch.randn(512, 64)
+    r = check_step(model, (x,), budget="90%", solver="chen-greedy", optimizer=optimizer, compiler="eager", repeats=1)
+    assert r.optimizer == optimizer
+    assert abs(r.predicted_error) <= 0.05, (r.plan_peak_bytes, r.predicted_peak_bytes)
+    assert r.max_grad_error <= 1e-5
+
+
+def test_check_takes_an_optimizer_and_refuses_an_unknown_one(tmp_path):
+    f = tmp_path / "model.py"
+    f.write_text(textwrap.dedent(MODEL))
+    run = CliRunner()
+    r = run.invoke(cli, ["check", str(f), "--budget", "100%", "--compiler", "eager", "--optimizer", "adamw",
+                         "--repeats", "1"])
+    assert r.exit_code == 0, r.output
+    assert "optimizer (state in the budget)" in r.output and "adamw" in r.output
+    bad = run.invoke(cli, ["check", str(f), "--budget", "100%", "--optimizer", "lion"])
+    assert bad.exit_code == 2 and "unknown optimizer" in bad.output and len(bad.output.strip().splitlines()) == 1
